@@ -1,0 +1,184 @@
+"""SfuClient: a Python (aiortc) client of the signaling protocol in docs/protocol.md, used by the
+tests, the load generator and server-side bots.
+
+aiortc cannot roll back a local offer, so this client cannot be the polite peer of perfect
+negotiation on glare; it publishes in its first offer, sent right after `joined`, which the server
+answers before making offers of its own (docs/protocol.md, "First offer")."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
+
+log = logging.getLogger(__name__)
+
+TrackCallback = Callable[[str, dict[str, Any], MediaStreamTrack, RTCRtpTransceiver], None]
+
+
+class SfuClient:
+    def __init__(self, url: str, room: str, name: str = "", token: str | None = None, *,
+                 auto_subscribe: bool = True) -> None:
+        self.url = url.rstrip("/")
+        self.room = room
+        self.name = name
+        self.token = token
+        self.auto_subscribe = auto_subscribe
+        self.pc: RTCPeerConnection | None = None
+        self.participant_id: str | None = None
+        self.on_track: TrackCallback | None = None
+        self.on_message: Callable[[dict[str, Any]], None] | None = None
+        self.messages: list[dict[str, Any]] = []  # every server message, in order
+        self.tracks: dict[str, dict[str, Any]] = {}  # track id -> Track info, for the whole room
+        self.mids: dict[str, str] = {}  # mid -> track id, from the latest server offer
+        self.remote_tracks: dict[str, MediaStreamTrack] = {}  # track id -> receiving track
+        self._pending_publish: list[tuple[MediaStreamTrack, str, str]] = []
+        self._session: aiohttp.ClientSession | None = None
+        self._ws: aiohttp.ClientWebSocketResponse | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._waiters: list[tuple[str, Callable[[dict[str, Any]], bool] | None, asyncio.Future[Any]]] = []
+        self._lock = asyncio.Lock()
+
+    # -- API ---------------------------------------------------------------------------------
+
+    async def connect(self, tracks: list[tuple[MediaStreamTrack, str]] | None = None) -> dict[str, Any]:
+        """Join the room; publish `tracks` ([(track, source)]) in the first offer. Returns `joined`."""
+        self._session = aiohttp.ClientSession()
+        self._ws = await self._session.ws_connect(self.url.replace("http", "ws", 1) + "/ws", max_msg_size=0)
+        self._reader = asyncio.ensure_future(self._read())
+        join: dict[str, Any] = {"room": self.room, "name": self.name, "auto_subscribe": self.auto_subscribe}
+        if self.token:
+            join["token"] = self.token
+        joined = self.expect("joined")
+        await self.send("join", **join)
+        msg = await joined
+        self.participant_id = msg["participant"]["id"]
+        for track in msg["tracks"]:
+            self.tracks[track["id"]] = track
+        ice = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
+               for s in msg["ice_servers"]]
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
+        self.pc.on("track", self._on_pc_track)
+        if tracks:
+            await self.publish_many(tracks)
+        return msg
+
+    async def publish(self, track: MediaStreamTrack, source: str = "camera") -> str:
+        return (await self.publish_many([(track, source)]))[0]
+
+    async def publish_many(self, tracks: list[tuple[MediaStreamTrack, str]]) -> list[str]:
+        """Offer new sendonly m-lines; returns the track ids the server announced."""
+        assert self.pc is not None
+        async with self._lock:
+            meta: dict[str, dict[str, str]] = {}
+            transceivers = [self.pc.addTransceiver(track, direction="sendonly") for track, _ in tracks]
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+            for transceiver, (_, source) in zip(transceivers, tracks, strict=True):
+                meta[str(transceiver.mid)] = {"source": source}
+            mids = set(meta)
+            published = [self.expect("track_published", lambda m, mid=mid: m["track"].get("mid") == mid)
+                         for mid in mids]
+            answer = self.expect("answer")
+            await self.send("offer", sdp=self.pc.localDescription.sdp, tracks=meta)
+            msg = await answer
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
+        return [(await p)["track"]["id"] for p in published]
+
+    def expect(self, type_: str, pred: Callable[[dict[str, Any]], bool] | None = None) -> asyncio.Future[Any]:
+        """A future for the next server message of this type (registered now, so none is missed)."""
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._waiters.append((type_, pred, future))
+        return future
+
+    async def wait_for(self, type_: str, timeout: float = 10,
+                       pred: Callable[[dict[str, Any]], bool] | None = None) -> dict[str, Any]:
+        """The first server message of this type (already received or future) matching pred."""
+        for msg in self.messages:
+            if msg["type"] == type_ and (pred is None or pred(msg)):
+                return msg
+        return await asyncio.wait_for(self.expect(type_, pred), timeout)
+
+    async def send(self, type_: str, **fields: Any) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(json.dumps({"v": 1, "type": type_, **fields}))
+
+    async def send_raw(self, text: str) -> None:
+        assert self._ws is not None
+        await self._ws.send_str(text)
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            if self._ws is not None and not self._ws.closed:
+                await self.send("leave")
+        if self._reader is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._reader), 2)
+            self._reader.cancel()
+        if self._ws is not None:
+            await self._ws.close()
+        if self.pc is not None:
+            await self.pc.close()
+        if self._session is not None:
+            await self._session.close()
+
+    # -- internals ---------------------------------------------------------------------------
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        async for frame in self._ws:
+            if frame.type != aiohttp.WSMsgType.TEXT:
+                break
+            msg = json.loads(frame.data)
+            self.messages.append(msg)
+            try:
+                await self._handle(msg)
+            except Exception:
+                log.exception("client %s: handling %s failed", self.name, msg.get("type"))
+            for waiter in list(self._waiters):
+                type_, pred, future = waiter
+                if type_ == msg["type"] and not future.done() and (pred is None or pred(msg)):
+                    future.set_result(msg)
+                    self._waiters.remove(waiter)
+            if self.on_message is not None:
+                self.on_message(msg)
+
+    async def _handle(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "track_published":
+            self.tracks[msg["track"]["id"]] = msg["track"]
+        elif kind == "track_unpublished":
+            self.tracks.pop(msg["track_id"], None)
+            track = self.remote_tracks.pop(msg["track_id"], None)
+            if track is not None:
+                track.stop()
+        elif kind == "offer" and self.pc is not None:
+            async with self._lock:
+                self.mids = dict(msg["mids"])
+                await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
+                await self.pc.setLocalDescription(await self.pc.createAnswer())
+                await self.send("answer", sdp=self.pc.localDescription.sdp)
+
+    def _on_pc_track(self, track: MediaStreamTrack) -> None:
+        assert self.pc is not None
+        transceiver = next((t for t in self.pc.getTransceivers() if t.receiver.track is track), None)
+        if transceiver is None:
+            return
+        track_id = self.mids.get(str(transceiver.mid))
+        if track_id is None:
+            return
+        self.remote_tracks[track_id] = track
+        if self.on_track is not None:
+            self.on_track(track_id, self.tracks.get(track_id, {}), track, transceiver)

@@ -1,0 +1,171 @@
+"""DownTrack: one published track forwarded to one subscriber. Rewrites SSRC, sequence number,
+timestamp, payload type and extension ids into the subscriber's negotiated values, gates video
+until a keyframe, keeps the NACK cache and answers NACKs (RFC 4588 RTX when negotiated)."""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable
+from struct import pack_into
+from typing import Protocol
+
+from sfu.media.counters import COUNTERS
+from sfu.media.keyframe import is_keyframe
+from sfu.media.packet_cache import PacketCache
+from sfu.media.relay import TrackRelay
+from sfu.media.rtp_header import HeaderRewriter, header_size
+from sfu.media.sequencer import Sequencer
+
+PACKET_CACHE_SIZE = 1024  # packets per outgoing stream kept for NACK (≥ 500: ~1 s of 4 Mb/s video)
+KEYFRAME_RETRY_S = 1.0  # while gated, ask again if no keyframe arrived within this time
+
+
+class Writer(Protocol):
+    def write(self, data: bytes) -> bool: ...
+
+
+class OutStream:
+    """The subscriber side of one sender (one m-line): its SSRCs, its sequence/timestamp continuity
+    and its NACK cache. Outlives the tracks forwarded on it, so a recycled m-line or a later layer
+    switch continues one stream on the subscriber's side."""
+
+    __slots__ = ("ssrc", "rtx_ssrc", "writer", "on_sent", "sequencer", "cache", "rtx_sequence_number",
+                 "last_sent_s")
+
+    def __init__(self, ssrc: int, rtx_ssrc: int | None, writer: Writer,
+                 on_sent: Callable[[int, int], None] | None = None) -> None:
+        self.ssrc = ssrc
+        self.rtx_ssrc = rtx_ssrc
+        self.writer = writer
+        self.on_sent = on_sent  # (rtp timestamp, payload bytes): sender-report bookkeeping
+        self.sequencer = Sequencer(random.randint(0, 0x7FFF), random.getrandbits(32))
+        self.cache = PacketCache(PACKET_CACHE_SIZE)
+        self.rtx_sequence_number = random.randint(0, 0x7FFF)
+        self.last_sent_s = 0.0
+
+
+class DownTrack:
+    """Forwarding state of one (published track → subscriber) pair."""
+
+    __slots__ = ("relay", "out", "subscriber_id", "ready", "started", "waiting_keyframe", "pt_map",
+                 "rtx_pt", "clock_rate", "rewriter", "_last_keyframe_request_s", "packets_sent",
+                 "closed")
+
+    def __init__(self, relay: TrackRelay, out: OutStream, subscriber_id: str) -> None:
+        self.relay = relay
+        self.out = out
+        self.subscriber_id = subscriber_id
+        self.ready = False  # set by configure() once the subscriber's answer fixed the parameters
+        self.started = False
+        self.waiting_keyframe = relay.kind == "video"
+        self.pt_map: dict[str, int] = {}  # codec mime -> subscriber payload type
+        self.rtx_pt: int | None = None
+        self.clock_rate = 90000 if relay.kind == "video" else 48000
+        self.rewriter = HeaderRewriter({})
+        self._last_keyframe_request_s = 0.0
+        self.packets_sent = 0
+        self.closed = False
+
+    def configure(self, pt_map: dict[str, int], rtx_pt: int | None, ext_id_map: dict[int, int],
+                  clock_rate: int) -> None:
+        """Subscriber-side parameters from the latest completed negotiation."""
+        self.pt_map = pt_map
+        self.rtx_pt = rtx_pt
+        self.clock_rate = clock_rate or self.clock_rate
+        self.rewriter = HeaderRewriter(ext_id_map)
+        self.ready = bool(pt_map)
+
+    def write(self, data: bytes, payload_type: int, mime: str, sequence_number: int, timestamp: int,
+              header_bytes: int) -> None:
+        """Hot path, once per packet per subscriber: copy + 12-byte patch + SRTP + sendto."""
+        if not self.ready:
+            return
+        out = self.out
+        if not self.started:
+            if not self._start(data, mime, sequence_number, timestamp, header_bytes):
+                return
+        mapped = out.sequencer.map(sequence_number, timestamp)
+        if mapped is None:
+            return
+        out_pt = self.pt_map.get(mime)
+        if out_pt is None:
+            return
+        buf = self.rewriter.rewrite(data, out_pt, mapped[0], mapped[1], out.ssrc)
+        if buf is None:
+            COUNTERS.rtp_malformed += 1
+            return
+        packet = bytes(buf)
+        out.cache.put(mapped[0], packet)
+        if out.writer.write(packet):
+            self.packets_sent += 1
+            COUNTERS.rtp_forwarded += 1
+            COUNTERS.rtp_forwarded_bytes += len(packet)
+            if out.on_sent is not None:
+                out.on_sent(mapped[1], len(packet) - header_bytes)
+        else:
+            COUNTERS.send_failures += 1
+
+    def _start(self, data: bytes, mime: str, sequence_number: int, timestamp: int,
+               header_bytes: int) -> bool:
+        """The first packet forwarded: video waits for a keyframe so the decoder can start; the
+        sequencer continues whatever this m-line carried before."""
+        if self.waiting_keyframe:
+            if not is_keyframe(mime, data[header_bytes:]):
+                COUNTERS.keyframe_waits += 1
+                now = time.monotonic()
+                if now - self._last_keyframe_request_s >= KEYFRAME_RETRY_S:
+                    self._last_keyframe_request_s = now
+                    self.relay.request_keyframe()
+                return False
+            self.waiting_keyframe = False
+        now = time.monotonic()
+        out = self.out
+        gap = max(1, int((now - out.last_sent_s) * self.clock_rate)) if out.last_sent_s else 1
+        out.sequencer.switch_source(sequence_number, timestamp, min(gap, self.clock_rate * 10))
+        self.started = True
+        return True
+
+    def on_nack(self, sequence_numbers: list[int]) -> None:
+        """RFC 4585 §6.2.1 Generic NACK: resend from the cache, as RTX (RFC 4588 §4) if negotiated."""
+        out = self.out
+        for sequence_number in sequence_numbers:
+            COUNTERS.nack_packets_requested += 1
+            packet = out.cache.get(sequence_number)
+            if packet is None:
+                COUNTERS.nack_packets_missed += 1
+                continue
+            resend = self._rtx(packet) if self.rtx_pt is not None and out.rtx_ssrc else packet
+            if resend is not None and out.writer.write(resend):
+                COUNTERS.nack_packets_resent += 1
+
+    def _rtx(self, packet: bytes) -> bytes | None:
+        header_bytes = header_size(packet)
+        if header_bytes < 0:
+            return None
+        if packet[0] & 0x20:  # padded: resend the original rather than re-pad an RTX payload
+            return packet
+        out = self.out
+        rtx = bytearray(packet[:header_bytes])
+        rtx += packet[2:4]  # original sequence number (OSN) leads the RTX payload
+        rtx += packet[header_bytes:]
+        rtx[1] = (rtx[1] & 0x80) | (self.rtx_pt or 0)
+        pack_into("!H", rtx, 2, out.rtx_sequence_number)
+        pack_into("!I", rtx, 8, out.rtx_ssrc or 0)
+        out.rtx_sequence_number = (out.rtx_sequence_number + 1) & 0xFFFF
+        return bytes(rtx)
+
+    def on_keyframe_request(self) -> None:
+        """A PLI/FIR from the subscriber becomes a (throttled) PLI to the publisher."""
+        self.relay.request_keyframe()
+
+    def source_ended(self) -> None:
+        """The published track went away; remember when, so a recycled m-line continues."""
+        self.closed = True
+        self.ready = False
+        if self.started:
+            self.out.last_sent_s = time.monotonic()
+
+    def close(self) -> None:
+        self.relay.remove(self)
+        self.source_ended()

@@ -1,0 +1,92 @@
+"""TrackRelay: one published track's fan-out point. Takes the publisher's decrypted RTP as bytes
+and hands each packet to every subscriber's DownTrack; owns the throttled keyframe request."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from struct import unpack_from
+from typing import TYPE_CHECKING
+
+from sfu.media.counters import COUNTERS
+from sfu.media.rtp_header import header_size
+
+if TYPE_CHECKING:
+    from sfu.media.downtrack import DownTrack
+
+KEYFRAME_REQUEST_INTERVAL_S = 0.5  # at most one PLI to the publisher per track per interval
+
+
+class TrackRelay:
+    """Forwarding state of one published track (one SSRC of media; RTX is not forwarded 1:1)."""
+
+    __slots__ = (
+        "kind", "mime_by_pt", "downtracks", "media_ssrc", "_request_pli", "_last_pli_s",
+        "packets_in", "bytes_in", "closed", "muted", "ext_ids",
+    )
+
+    def __init__(self, kind: str, request_pli: Callable[[int], None]) -> None:
+        self.kind = kind
+        self.mime_by_pt: dict[int, str] = {}  # media payload types only; RTX/unknown are dropped
+        self.downtracks: list[DownTrack] = []
+        self.media_ssrc: int | None = None
+        self._request_pli = request_pli
+        self._last_pli_s = 0.0
+        self.packets_in = 0
+        self.bytes_in = 0
+        self.closed = False
+        self.muted = False
+        self.ext_ids: dict[str, int] = {}  # uri -> id of the extensions the publisher sends
+
+    def update_codecs(self, mime_by_pt: dict[int, str]) -> None:
+        """Payload types of the latest negotiation win; older ones stay for packets in flight."""
+        self.mime_by_pt.update(mime_by_pt)
+
+    def add(self, downtrack: DownTrack) -> None:
+        if downtrack not in self.downtracks:
+            # copy-on-write: the packet loop iterates the old list undisturbed
+            self.downtracks = [*self.downtracks, downtrack]
+        if self.kind == "video":
+            self.request_keyframe()
+
+    def remove(self, downtrack: DownTrack) -> None:
+        self.downtracks = [d for d in self.downtracks if d is not downtrack]
+
+    def forward(self, data: bytes) -> None:
+        """Hot path: one incoming packet to every downtrack. Only the 12-byte fixed header is read
+        here (no RtpPacket object); each downtrack copies and patches its own header."""
+        header_bytes = header_size(data)
+        if header_bytes < 0:
+            COUNTERS.rtp_malformed += 1
+            return
+        payload_type = data[1] & 0x7F
+        mime = self.mime_by_pt.get(payload_type)
+        if mime is None:
+            COUNTERS.rtp_unknown_payload_type += 1
+            return
+        self.packets_in += 1
+        self.bytes_in += len(data)
+        self.media_ssrc = unpack_from("!I", data, 8)[0]
+        if self.muted:
+            return
+        sequence_number, timestamp = unpack_from("!HI", data, 2)
+        for downtrack in self.downtracks:
+            downtrack.write(data, payload_type, mime, sequence_number, timestamp, header_bytes)
+
+    def request_keyframe(self) -> bool:
+        """Ask the publisher for a keyframe (RFC 4585 §6.3.1 PLI), at most once per interval."""
+        if self.kind != "video" or self.media_ssrc is None or self.closed or self.muted:
+            return False
+        now = time.monotonic()
+        if now - self._last_pli_s < KEYFRAME_REQUEST_INTERVAL_S:
+            return False
+        self._last_pli_s = now
+        COUNTERS.pli_sent += 1
+        self._request_pli(self.media_ssrc)
+        return True
+
+    def close(self) -> None:
+        self.closed = True
+        for downtrack in self.downtracks:
+            downtrack.source_ended()
+        self.downtracks = []

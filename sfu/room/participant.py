@@ -1,0 +1,174 @@
+"""Participant: one member of a room — its published tracks, the tracks it should receive, and
+the server-driven renegotiation that brings its peer connection in line with them."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from aiortc import RTCIceServer
+
+from sfu.media.relay import TrackRelay
+from sfu.rtc import sdp
+from sfu.rtc.peer import PeerSession
+from sfu.signaling.messages import ErrorCode, SignalingError, message
+
+if TYPE_CHECKING:
+    from sfu.room.room import Room
+
+log = logging.getLogger(__name__)
+
+FIRST_OFFER_WAIT_S = 1.0  # how long a new participant's own first offer may keep ours waiting
+
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(6)}"
+
+
+@dataclass
+class PublishedTrack:
+    id: str
+    participant_id: str
+    kind: str
+    source: str
+    name: str
+    mid: str
+    relay: TrackRelay
+
+    def info(self, own: bool = False) -> dict[str, Any]:
+        data = {"id": self.id, "participant_id": self.participant_id, "kind": self.kind,
+                "source": self.source, "name": self.name}
+        if own:
+            data["mid"] = self.mid
+        return data
+
+
+class Participant:
+    def __init__(self, room: Room, name: str, send: Send, *, auto_subscribe: bool,
+                 ice_servers: list[RTCIceServer]) -> None:
+        self.id = new_id("PA")
+        self.name = name
+        self.room = room
+        self.send = send
+        self.auto_subscribe = auto_subscribe
+        self.peer = PeerSession(self.id, ice_servers)
+        self.tracks: dict[str, PublishedTrack] = {}  # own publications by track id
+        self.wanted: set[str] = set()  # track ids this participant should receive
+        self._negotiation: asyncio.Task[None] | None = None
+        self._renegotiate = False
+        self._first_offer = asyncio.Event()  # set once the client's first offer was answered
+        self.left = False
+
+    def info(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name}
+
+    # -- client SDP --------------------------------------------------------------------------
+
+    async def handle_offer(self, offer_sdp: str, meta: dict[str, Any]) -> None:
+        try:
+            async with self.peer.lock:
+                result = await self.peer.answer_offer(offer_sdp)
+                if result is None:
+                    log.debug("participant %s: offer ignored during our own offer (glare)", self.id)
+                    return
+                answer_sdp, new_sections, gone_mids = result
+                published = [self._publish_section(s, meta.get(s.mid) or {}) for s in new_sections]
+                gone = [t for t in self.tracks.values() if t.mid in gone_mids]
+            await self.send(message("answer", sdp=answer_sdp))
+            self._first_offer.set()
+        except sdp.SdpError as exc:
+            raise SignalingError(ErrorCode.BAD_SDP, str(exc)) from None
+        for track in published:
+            await self.room.announce_track(track)
+        for track in gone:
+            await self.room.unpublish(track)
+        self.schedule_negotiation()
+
+    def _publish_section(self, section: sdp.MediaSection, meta: dict[str, Any]) -> PublishedTrack:
+        source = meta.get("source") or ("microphone" if section.kind == "audio" else "camera")
+        track = PublishedTrack(new_id("TR"), self.id, section.kind, source, str(meta.get("name") or ""),
+                               section.mid, relay=None)  # type: ignore[arg-type]
+        relay = TrackRelay(section.kind, lambda ssrc: None)
+        publication = self.peer.add_publication(section, relay)
+        relay._request_pli = self.peer.request_keyframe_sender(publication)
+        local = self.peer.pc.localDescription.sdp
+        answered = sdp.section_by_mid(local, section.mid)
+        relay.ext_ids = dict(answered.extmaps) if answered else {}
+        track.relay = relay
+        self.tracks[track.id] = track
+        log.info("participant %s published %s %s (%s) as %s", self.id, track.kind, track.source,
+                 section.mid, track.id)
+        return track
+
+    async def handle_answer(self, answer_sdp: str) -> None:
+        async with self.peer.lock:
+            try:
+                await self.peer.apply_answer(answer_sdp)
+            except sdp.SdpError as exc:
+                code = ErrorCode.WRONG_STATE if "outstanding" in str(exc) else ErrorCode.BAD_SDP
+                raise SignalingError(code, str(exc)) from None
+        self.schedule_negotiation()
+
+    async def handle_candidate(self, candidate: dict[str, Any] | None) -> None:
+        try:
+            await self.peer.add_candidate(candidate)
+        except Exception as exc:
+            raise SignalingError(ErrorCode.BAD_CANDIDATE, f"cannot add candidate: {exc}") from None
+
+    # -- subscriptions -----------------------------------------------------------------------
+
+    def want(self, track_ids: list[str]) -> None:
+        self.wanted.update(track_ids)
+        self.schedule_negotiation()
+
+    def unwant(self, track_ids: list[str]) -> None:
+        self.wanted.difference_update(track_ids)
+        self.schedule_negotiation()
+
+    def schedule_negotiation(self) -> None:
+        """Bring the connection's m-lines in line with `wanted`, one server offer at a time."""
+        if self.left:
+            return
+        if self._negotiation is not None and not self._negotiation.done():
+            self._renegotiate = True
+            return
+        self._negotiation = asyncio.ensure_future(self._negotiate())
+
+    async def _negotiate(self) -> None:
+        if not self._first_offer.is_set():
+            # Clients that cannot roll back (aiortc) publish in their first offer; wait for it
+            # rather than cross it with ours (docs/protocol.md, "First offer").
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._first_offer.wait(), FIRST_OFFER_WAIT_S)
+            self._first_offer.set()
+        try:
+            async with self.peer.lock:
+                if self.left or not self.peer.stable:
+                    return  # the answer (or the client's offer) will schedule us again
+                current = {s.track_id for s in self.peer.slots if s.track_id}
+                add = [t for t in self.wanted - current if t in self.room.tracks]
+                remove = [t for t in current if t not in self.wanted or t not in self.room.tracks]
+                if not add and not remove:
+                    return
+                self.peer.plan_offer([(t, self.room.tracks[t].relay) for t in sorted(add)], remove)
+                offer_sdp, mids = await self.peer.create_offer()
+            await self.send(message("offer", sdp=offer_sdp, mids=mids))
+        except Exception:
+            log.exception("participant %s: renegotiation failed", self.id)
+        finally:
+            if self._renegotiate and not self.left:
+                self._renegotiate = False
+                self._negotiation = asyncio.ensure_future(self._negotiate())
+
+    async def close(self) -> None:
+        self.left = True
+        if self._negotiation is not None and not self._negotiation.done():
+            self._negotiation.cancel()
+        await self.peer.close()

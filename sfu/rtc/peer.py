@@ -1,0 +1,310 @@
+"""PeerSession: a participant's one RTCPeerConnection on the server. Serializes every SDP
+operation, demultiplexes the participant's incoming RTP to the relays of its published tracks,
+and owns the sendonly m-lines ("slots") that carry its subscriptions."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from struct import unpack_from
+from typing import Any
+
+from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
+from aiortc import RTCRtpTransceiver, RTCSessionDescription
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK
+from aiortc.sdp import candidate_from_sdp
+
+from sfu.media.counters import COUNTERS
+from sfu.media.downtrack import DownTrack, OutStream
+from sfu.media.relay import TrackRelay
+from sfu.media.rtp_header import find_extension
+from sfu.rtc import hooks, sdp
+from sfu.rtc.sdp import ROUTING_URIS, URI_MID, ExtmapIds, MediaSection, SdpError
+
+log = logging.getLogger(__name__)
+
+NON_MEDIA_CODECS = ("/rtx", "/red", "/ulpfec", "/flexfec-03", "/telephone-event", "/cn")
+
+
+class PlaceholderTrack(MediaStreamTrack):
+    """The track of every server sender. recv() never returns, so aiortc's sender never creates an
+    encoder; the SFU writes forwarded packets around it."""
+
+    def __init__(self, kind: str) -> None:
+        super().__init__()
+        self.kind = kind
+
+    async def recv(self) -> Any:
+        await asyncio.Future()
+
+
+@dataclass
+class Slot:
+    """One server sendonly m-line and the subscription it carries now (None: inactive, reusable)."""
+
+    transceiver: RTCRtpTransceiver
+    out: OutStream
+    downtrack: DownTrack | None = None
+    track_id: str | None = None
+    configured_for: DownTrack | None = None
+
+
+@dataclass
+class Publication:
+    """A sendonly m-line of the client: one published track."""
+
+    mid: str
+    kind: str
+    relay: TrackRelay
+    transceiver: RTCRtpTransceiver
+    ssrcs: set[int] = field(default_factory=set)
+
+
+class PeerSession:
+    """Everything the server does with one participant's peer connection."""
+
+    def __init__(self, participant_id: str, ice_servers: list[RTCIceServer]) -> None:
+        self.participant_id = participant_id
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+        self.lock = asyncio.Lock()
+        self.extmap_ids = ExtmapIds()
+        self.publications: dict[str, Publication] = {}  # by mid
+        self.slots: list[Slot] = []
+        self._relay_by_ssrc: dict[int, TrackRelay] = {}
+        self._ignored_ssrcs: set[int] = set()
+        self._mid_ext_id: int | None = None
+        self.closed = False
+
+    # -- negotiation -------------------------------------------------------------------------
+
+    @property
+    def stable(self) -> bool:
+        return self.pc.signalingState == "stable"
+
+    async def answer_offer(self, offer_sdp: str) -> tuple[str, list[MediaSection], list[str]] | None:
+        """Apply a client offer; return (answer, new sendonly sections, mids no longer sent), or
+        None when our own offer is outstanding (we are the impolite peer: ignore theirs)."""
+        sdp.validate(offer_sdp)
+        if not self.stable:
+            return None
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            answer = await self.pc.createAnswer()
+            await self.pc.setLocalDescription(answer)
+        except SdpError:
+            raise
+        except Exception as exc:  # aiortc raises many types for unusable descriptions
+            raise SdpError(f"cannot apply offer: {exc}") from exc
+        self.extmap_ids.learn(offer_sdp)
+        self._mid_ext_id = self.extmap_ids.by_uri.get(URI_MID)
+        self._tap_transports()
+        new_sections: list[MediaSection] = []
+        gone: list[str] = []
+        for section in sdp.media_sections(offer_sdp):
+            sending = section.direction in ("sendonly", "sendrecv") and not section.rejected
+            if sending and section.mid not in self.publications:
+                new_sections.append(section)
+            elif not sending and section.mid in self.publications:
+                gone.append(section.mid)
+        return self.pc.localDescription.sdp, new_sections, gone
+
+    def add_publication(self, section: MediaSection, relay: TrackRelay) -> Publication:
+        transceiver = next(t for t in self.pc.getTransceivers() if t.mid == section.mid)
+        publication = Publication(section.mid, section.kind, relay, transceiver)
+        self.publications[section.mid] = publication
+        self._refresh_publications()
+        return publication
+
+    def remove_publication(self, mid: str) -> Publication | None:
+        publication = self.publications.pop(mid, None)
+        if publication is not None:
+            for ssrc in publication.ssrcs:
+                self._relay_by_ssrc.pop(ssrc, None)
+        return publication
+
+    def request_keyframe_sender(self, publication: Publication) -> Callable[[int], None]:
+        receiver = publication.transceiver.receiver
+
+        def request(media_ssrc: int) -> None:
+            asyncio.ensure_future(hooks.send_pli(receiver, media_ssrc))
+
+        return request
+
+    def plan_offer(self, add: list[tuple[str, TrackRelay]], remove: list[str]) -> None:
+        """Stage subscription changes on the m-lines; the caller then calls `create_offer`. Must
+        run under `lock` with the connection stable: aiortc would hand a mid-less transceiver to
+        the next remote m-line of the same kind."""
+        for track_id in remove:
+            slot = next((s for s in self.slots if s.track_id == track_id), None)
+            if slot is None:
+                continue
+            if slot.downtrack is not None:
+                slot.downtrack.close()
+            slot.downtrack, slot.track_id, slot.configured_for = None, None, None
+            slot.transceiver.direction = "inactive"
+        for track_id, relay in add:
+            slot = next((s for s in self.slots if s.track_id is None
+                         and s.transceiver.kind == relay.kind and s.transceiver.mid is not None), None)
+            if slot is None:
+                transceiver = self.pc.addTransceiver(PlaceholderTrack(relay.kind), direction="sendonly")
+                sender = transceiver.sender
+                writer = hooks.RtpWriter(sender.transport)
+                out = OutStream(sender._ssrc, sender._rtx_ssrc, writer,
+                                lambda ts, n, s=sender: hooks.feed_sender_report(s, ts, n))
+                slot = Slot(transceiver, out)
+                self.slots.append(slot)
+                hooks.tap_sender_rtcp(sender, lambda packet, s=slot: self._on_subscriber_rtcp(s, packet))
+            slot.transceiver.direction = "sendonly"
+            slot.track_id = track_id
+            slot.downtrack = DownTrack(relay, slot.out, self.participant_id)
+
+    async def create_offer(self) -> tuple[str, dict[str, str]]:
+        offer = await self.pc.createOffer()
+        offer_sdp = self.extmap_ids.remap(offer.sdp)
+        await self.pc.setLocalDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+        self._refresh_publications()
+        mids = {s.transceiver.mid: s.track_id for s in self.slots if s.track_id and s.transceiver.mid}
+        return self.pc.localDescription.sdp, mids
+
+    async def apply_answer(self, answer_sdp: str) -> None:
+        sdp.validate(answer_sdp)
+        if self.pc.signalingState != "have-local-offer":
+            raise SdpError("no offer of ours is outstanding")
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(sdp=answer_sdp, type="answer"))
+        except Exception as exc:
+            raise SdpError(f"cannot apply answer: {exc}") from exc
+        self._tap_transports()
+        self._configure_slots(answer_sdp)
+
+    async def add_candidate(self, candidate: dict[str, Any] | None) -> None:
+        if not candidate or not candidate.get("candidate"):
+            return  # end of candidates: aioice needs no signal
+        text = str(candidate["candidate"])
+        if text.startswith("candidate:"):
+            text = text[len("candidate:"):]
+        ice_candidate = candidate_from_sdp(text)
+        ice_candidate.sdpMid = candidate.get("sdpMid")
+        ice_candidate.sdpMLineIndex = candidate.get("sdpMLineIndex")
+        await self.pc.addIceCandidate(ice_candidate)
+
+    # -- packet path -------------------------------------------------------------------------
+
+    def _tap_transports(self) -> None:
+        for transceiver in self.pc.getTransceivers():
+            hooks.tap_rtp(transceiver.receiver.transport, self._on_rtp)
+
+    def _refresh_publications(self) -> None:
+        """Payload types and SSRCs of each publication, from the latest descriptions."""
+        local = self.pc.localDescription.sdp if self.pc.localDescription else ""
+        remote = self.pc.remoteDescription.sdp if self.pc.remoteDescription else ""
+        for mid, publication in self.publications.items():
+            for text in (remote, local):
+                section = sdp.section_by_mid(text, mid) if text else None
+                if section is None:
+                    continue
+                publication.relay.update_codecs({
+                    pt: c.mime for pt, c in section.codecs.items() if not c.mime.endswith(NON_MEDIA_CODECS)
+                })
+            section = sdp.section_by_mid(remote, mid) if remote else None
+            if section is not None:
+                self._ignored_ssrcs.update(section.rtx_ssrcs)
+                for ssrc in section.ssrcs:
+                    if ssrc not in section.rtx_ssrcs:
+                        self._relay_by_ssrc[ssrc] = publication.relay
+                        publication.ssrcs.add(ssrc)
+
+    def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
+        """Every decrypted RTP packet from this participant: find its relay by SSRC (a dict hit
+        after the first packet) and forward."""
+        COUNTERS.rtp_in += 1
+        COUNTERS.rtp_in_bytes += len(data)
+        if len(data) < 12:
+            COUNTERS.rtp_malformed += 1
+            return
+        ssrc = unpack_from("!I", data, 8)[0]
+        relay = self._relay_by_ssrc.get(ssrc)
+        if relay is None:
+            relay = self._learn_ssrc(ssrc, data)
+            if relay is None:
+                COUNTERS.rtp_unroutable += 1
+                return
+        relay.forward(data)
+
+    def _learn_ssrc(self, ssrc: int, data: bytes) -> TrackRelay | None:
+        """An SSRC the SDP did not announce: identify its m-line by the mid header extension."""
+        if ssrc in self._ignored_ssrcs or self._mid_ext_id is None:
+            return None
+        mid = find_extension(data, self._mid_ext_id)
+        if not mid:
+            return None
+        publication = self.publications.get(mid.decode("ascii", "replace"))
+        if publication is None:
+            return None
+        self._relay_by_ssrc[ssrc] = publication.relay
+        publication.ssrcs.add(ssrc)
+        return publication.relay
+
+    def _configure_slots(self, answer_sdp: str) -> None:
+        """After the subscriber answered: payload types, RTX, extension ids and the transport."""
+        for slot in self.slots:
+            downtrack = slot.downtrack
+            mid = slot.transceiver.mid
+            if downtrack is None or mid is None:
+                continue
+            section = sdp.section_by_mid(answer_sdp, mid)
+            if section is None or section.rejected or section.direction not in ("recvonly", "sendrecv"):
+                continue
+            slot.out.writer = hooks.RtpWriter(slot.transceiver.sender.transport)
+            pt_by_mime: dict[str, int] = {}
+            rtx_pt: int | None = None
+            for pt, codec in section.codecs.items():
+                if codec.mime.endswith("/rtx"):
+                    continue
+                pt_by_mime.setdefault(codec.mime, pt)
+            first_media = next(iter(pt_by_mime.values()), None)
+            for pt, codec in section.codecs.items():
+                if codec.mime.endswith("/rtx") and codec.apt == first_media:
+                    rtx_pt = pt
+            downtrack.configure(pt_by_mime, rtx_pt, self._ext_map(downtrack, section),
+                                next((c.clock_rate for c in section.codecs.values()), 0))
+            log.debug("slot %s configured: pts %s rtx %s ext %s", mid, pt_by_mime, rtx_pt,
+                      self._ext_map(downtrack, section))
+            if slot.configured_for is not downtrack:
+                slot.configured_for = downtrack
+                downtrack.relay.add(downtrack)
+
+    def _ext_map(self, downtrack: DownTrack, section: MediaSection) -> dict[int, int]:
+        publisher_ids = getattr(downtrack.relay, "ext_ids", {})
+        return {in_id: section.extmaps[uri] for uri, in_id in publisher_ids.items()
+                if uri in section.extmaps and uri not in ROUTING_URIS}
+
+    async def _on_subscriber_rtcp(self, slot: Slot, packet: Any) -> None:
+        downtrack = slot.downtrack
+        name = type(packet).__name__
+        if name == "RtcpRtpfbPacket" and packet.fmt == RTCP_RTPFB_NACK:
+            COUNTERS.nack_received += 1
+            if downtrack is not None:
+                downtrack.on_nack(list(packet.lost))
+        elif name == "RtcpPsfbPacket" and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
+            if packet.fmt == RTCP_PSFB_PLI:
+                COUNTERS.pli_received += 1
+            else:
+                COUNTERS.fir_received += 1
+            if downtrack is not None:
+                downtrack.on_keyframe_request()
+        elif name == "RtcpPsfbPacket" and packet.fmt == RTCP_PSFB_APP:
+            COUNTERS.remb_received += 1
+
+    async def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        for slot in self.slots:
+            if slot.downtrack is not None:
+                slot.downtrack.close()
+        self.slots.clear()
+        self._relay_by_ssrc.clear()
+        await self.pc.close()

@@ -1,0 +1,147 @@
+"""SDP munging and reading: header-extension ids kept across renegotiations (Chromium refuses
+reassignment), and the per-m-section facts the packet path needs (payload types, extension ids,
+SSRCs), read from the SDP text because aiortc resets its own copies on every createOffer."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from aiortc import sdp as aiortc_sdp
+
+URI_MID = "urn:ietf:params:rtp-hdrext:sdes:mid"
+URI_RID = "urn:ietf:params:rtp-hdrext:sdes:rtp-stream-id"
+URI_REPAIRED_RID = "urn:ietf:params:rtp-hdrext:sdes:repaired-rtp-stream-id"
+URI_AUDIO_LEVEL = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
+
+# Extensions that identify a stream on one connection; never forwarded to another connection.
+ROUTING_URIS = frozenset({URI_MID, URI_RID, URI_REPAIRED_RID})
+
+_EXTMAP = re.compile(r"^a=extmap:(\d+)(/\w+)? (\S+)", re.M)
+_MAX_SDP_BYTES = 128 * 1024
+
+
+class SdpError(ValueError):
+    """The SDP cannot be parsed or used."""
+
+
+@dataclass
+class Codec:
+    payload_type: int
+    mime: str  # lower case, e.g. "video/vp8"
+    clock_rate: int
+    apt: int | None = None  # RTX: the payload type it repairs
+
+
+@dataclass
+class MediaSection:
+    mid: str
+    kind: str
+    direction: str
+    codecs: dict[int, Codec] = field(default_factory=dict)
+    extmaps: dict[str, int] = field(default_factory=dict)  # uri -> id
+    ssrcs: list[int] = field(default_factory=list)
+    rtx_ssrcs: dict[int, int] = field(default_factory=dict)  # rtx ssrc -> media ssrc (FID group)
+    port: int = 9
+
+    @property
+    def rejected(self) -> bool:
+        return self.port == 0
+
+
+def validate(sdp: str) -> None:
+    """Raise SdpError unless aiortc can parse this SDP and every media section has a mid."""
+    if not isinstance(sdp, str) or not sdp.strip():
+        raise SdpError("empty SDP")
+    if len(sdp) > _MAX_SDP_BYTES:
+        raise SdpError("SDP too large")
+    if not sdp.lstrip().startswith("v=0"):
+        raise SdpError("SDP must start with v=0")
+    try:
+        parsed = aiortc_sdp.SessionDescription.parse(sdp)
+    except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError... on bad input
+        raise SdpError(f"invalid SDP: {exc}") from exc
+    for media in parsed.media:
+        if media.kind in ("audio", "video", "application") and not media.rtp.muxId:
+            raise SdpError("every m-section needs a=mid")
+
+
+def media_sections(sdp: str) -> list[MediaSection]:
+    """The audio/video m-sections of an SDP, in order."""
+    sections: list[MediaSection] = []
+    for block in re.split(r"(?m)^(?=m=)", sdp)[1:]:
+        lines = [line.rstrip("\r") for line in block.split("\n") if line.strip()]
+        m_line = lines[0].split()
+        kind = m_line[0][2:]
+        if kind not in ("audio", "video"):
+            continue
+        sec = MediaSection(mid="", kind=kind, direction="sendrecv", port=int(m_line[1]))
+        fid: list[tuple[int, int]] = []
+        for line in lines[1:]:
+            _read_attribute(sec, line, fid)
+        sec.rtx_ssrcs = {rtx: media for media, rtx in fid}
+        sections.append(sec)
+    return sections
+
+
+def _read_attribute(sec: MediaSection, line: str, fid: list[tuple[int, int]]) -> None:
+    if line.startswith("a=mid:"):
+        sec.mid = line[6:].strip()
+    elif line in ("a=sendrecv", "a=sendonly", "a=recvonly", "a=inactive"):
+        sec.direction = line[2:]
+    elif line.startswith("a=rtpmap:"):
+        pt_s, _, rest = line[9:].partition(" ")
+        name, _, rate = rest.partition("/")
+        pt = int(pt_s)
+        sec.codecs[pt] = Codec(pt, f"{sec.kind}/{name.lower()}", int(rate.split("/")[0] or 0))
+    elif line.startswith("a=fmtp:"):
+        pt_s, _, params = line[7:].partition(" ")
+        match = re.search(r"apt=(\d+)", params)
+        codec = sec.codecs.get(int(pt_s))
+        if match and codec is not None:
+            codec.apt = int(match.group(1))
+    elif line.startswith("a=extmap:"):
+        match = _EXTMAP.match(line)
+        if match:
+            sec.extmaps[match.group(3)] = int(match.group(1))
+    elif line.startswith("a=ssrc-group:FID "):
+        parts = line.split()[1:]
+        if len(parts) >= 2:
+            fid.append((int(parts[0]), int(parts[1])))
+    elif line.startswith("a=ssrc:"):
+        ssrc = int(line[7:].split()[0])
+        if ssrc not in sec.ssrcs:
+            sec.ssrcs.append(ssrc)
+
+
+def section_by_mid(sdp: str, mid: str) -> MediaSection | None:
+    return next((s for s in media_sections(sdp) if s.mid == mid), None)
+
+
+class ExtmapIds:
+    """Header-extension ids of one peer connection, fixed by the first negotiation.
+
+    Chromium refuses a re-offer that renumbers an extension ("RTP extension ID reassignment not
+    supported"), and aiortc always offers its own ids, so every server offer is rewritten to the
+    ids already negotiated for each URI; URIs never negotiated get ids nobody uses."""
+
+    def __init__(self) -> None:
+        self.by_uri: dict[str, int] = {}
+
+    def learn(self, sdp: str) -> None:
+        for match in _EXTMAP.finditer(sdp):
+            self.by_uri.setdefault(match.group(3), int(match.group(1)))
+
+    def remap(self, sdp: str) -> str:
+        used = set(self.by_uri.values())
+        free = (i for i in range(1, 15) if i not in used)
+        for match in _EXTMAP.finditer(sdp):
+            if match.group(3) not in self.by_uri:
+                new_id = next(free)
+                self.by_uri[match.group(3)] = new_id
+                used.add(new_id)
+        self.learn(sdp)
+        return _EXTMAP.sub(
+            lambda m: f"a=extmap:{self.by_uri[m.group(3)]}{m.group(2) or ''} {m.group(3)}", sdp
+        )

@@ -1,0 +1,143 @@
+"""SignalingSession: one WebSocket connection's state machine (connected → joined → closed),
+dispatching client messages to the room layer and answering every client error with a code."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from aiohttp import WSMsgType, web
+
+from sfu.config import Config
+from sfu.room.participant import Participant
+from sfu.room.room import RoomRegistry
+from sfu.signaling.messages import ErrorCode, SignalingError, error, message, parse
+
+log = logging.getLogger(__name__)
+
+OUTBOX_LIMIT = 1000  # queued server messages before a client that does not read is dropped
+
+
+class SignalingSession:
+    def __init__(self, ws: web.WebSocketResponse, registry: RoomRegistry, config: Config, peer: str) -> None:
+        self.ws = ws
+        self.registry = registry
+        self.config = config
+        self.peer = peer
+        self.participant: Participant | None = None
+        self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_LIMIT)
+        self.errors = 0
+
+    async def send(self, msg: dict[str, Any]) -> None:
+        """Queue a message; never blocks the room on a slow socket."""
+        try:
+            self.outbox.put_nowait(msg)
+        except asyncio.QueueFull:
+            log.warning("%s: outbox full, closing the connection", self.peer)
+            asyncio.ensure_future(self.ws.close(code=1011, message=b"outbox overflow"))
+
+    async def _writer(self) -> None:
+        while True:
+            msg = await self.outbox.get()
+            if msg is None or self.ws.closed:
+                return
+            try:
+                await self.ws.send_json(msg)
+            except (ConnectionError, RuntimeError):
+                return
+
+    async def run(self) -> None:
+        writer = asyncio.ensure_future(self._writer())
+        try:
+            async for frame in self.ws:
+                if frame.type == WSMsgType.TEXT:
+                    await self.handle(frame.data)
+                elif frame.type == WSMsgType.BINARY:
+                    await self._client_error(SignalingError(ErrorCode.BAD_MESSAGE, "binary frames are not accepted"))
+                elif frame.type == WSMsgType.ERROR:
+                    err = self.ws.exception()
+                    if "too big" in str(err).lower() or "message size" in str(err).lower():
+                        await self.ws.send_json(error(ErrorCode.TOO_LARGE, "message exceeds the size limit"))
+                    break
+                if self.participant is not None and self.participant.left:
+                    break
+        finally:
+            await self._leave()
+            self.outbox.put_nowait(None) if not self.outbox.full() else None
+            try:
+                await asyncio.wait_for(writer, 2)
+            except (TimeoutError, asyncio.CancelledError):
+                writer.cancel()
+
+    async def handle(self, text: str) -> None:
+        request_id = None
+        try:
+            if len(text.encode()) > self.config.max_message_bytes:
+                raise SignalingError(ErrorCode.TOO_LARGE,
+                                     f"message exceeds {self.config.max_message_bytes} bytes")
+            msg = parse(text)
+            request_id = msg.get("id")
+            await self.dispatch(msg)
+        except SignalingError as exc:
+            await self._client_error(exc, request_id)
+        except Exception:
+            log.exception("%s: internal error handling a message", self.peer)
+            await self.send(error(ErrorCode.INTERNAL, "internal error (logged)", request_id))
+
+    async def _client_error(self, exc: SignalingError, request_id: Any = None) -> None:
+        self.errors += 1
+        who = self.participant.id if self.participant else self.peer
+        log.warning("%s: %s: %s", who, exc.code, exc.message)
+        from sfu.metrics import SIGNALING_ERRORS
+
+        SIGNALING_ERRORS.labels(code=str(exc.code)).inc()
+        await self.send(error(exc.code, exc.message, request_id))
+
+    async def dispatch(self, msg: dict[str, Any]) -> None:
+        kind = msg["type"]
+        if kind == "ping":
+            await self.send(message("pong"))
+            return
+        if kind == "join":
+            await self._join(msg)
+            return
+        participant = self.participant
+        if participant is None:
+            raise SignalingError(ErrorCode.WRONG_STATE, f"'{kind}' before 'join'")
+        if kind == "offer":
+            await participant.handle_offer(msg["sdp"], msg.get("tracks") or {})
+        elif kind == "answer":
+            await participant.handle_answer(msg["sdp"])
+        elif kind == "candidate":
+            await participant.handle_candidate(msg.get("candidate"))
+        elif kind in ("subscribe", "unsubscribe"):
+            unknown = [t for t in msg["track_ids"] if t not in participant.room.tracks]
+            if kind == "subscribe" and unknown:
+                raise SignalingError(ErrorCode.UNKNOWN_TRACK, f"no such track: {', '.join(unknown[:5])}")
+            (participant.want if kind == "subscribe" else participant.unwant)(msg["track_ids"])
+        elif kind == "leave":
+            await self._leave()
+            await self.ws.close()
+
+    async def _join(self, msg: dict[str, Any]) -> None:
+        if self.participant is not None:
+            raise SignalingError(ErrorCode.WRONG_STATE, "already joined")
+        room = self.registry.get_or_create(msg["room"])
+        try:
+            participant = room.join(str(msg.get("name") or ""), self.send,
+                                    auto_subscribe=msg.get("auto_subscribe", True),
+                                    ice_servers=self.config.rtc_ice_servers())
+        except SignalingError:
+            if room.empty:
+                self.registry.rooms.pop(room.name, None)
+            raise
+        self.participant = participant
+        await self.send(room.joined_message(participant, self.config.client_ice_servers()))
+        await room.broadcast(message("participant_joined", participant=participant.info()), exclude=participant)
+        participant.schedule_negotiation()
+
+    async def _leave(self) -> None:
+        participant, self.participant = self.participant, None
+        if participant is not None and not participant.left:
+            await self.registry.leave(participant)
