@@ -22,12 +22,15 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-loopback-candidates", action="store_true",
                         help="do not offer ICE candidates on 127.0.0.1")
     parser.add_argument("--log-level", default=defaults.log_level)
+    parser.add_argument("--debug-endpoints", action="store_true",
+                        help="serve /debug/objects (object counts; costly, for tests only)")
 
 
 def serve(args: argparse.Namespace) -> int:
     config = Config(host=args.host, port=args.port, max_participants=args.max_participants,
                     max_message_bytes=args.max_message_bytes,
-                    include_loopback_candidates=not args.no_loopback_candidates, log_level=args.log_level)
+                    include_loopback_candidates=not args.no_loopback_candidates, log_level=args.log_level,
+                    debug_endpoints=args.debug_endpoints)
     logging.basicConfig(level=config.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("aioice", "aiortc"):

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
+from aiortc.mediastreams import MediaStreamError
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -25,6 +26,51 @@ from aiortc import (
 )
 
 log = logging.getLogger(__name__)
+
+class _MidReceiver:
+    """The receiving track of one m-line; frames are handed to whichever RemoteTrack holds the mid
+    now (mids are recycled), keeping one pending read so no frame is lost on a handover."""
+
+    def __init__(self, source: MediaStreamTrack) -> None:
+        self.source = source
+        self.pending: asyncio.Future[Any] | None = None
+
+    async def next_frame(self, ended: asyncio.Event) -> Any:
+        if self.pending is None:
+            self.pending = asyncio.ensure_future(self.source.recv())
+            # the source ends with the connection; nobody may be left to read that error
+            self.pending.add_done_callback(lambda f: f.cancelled() or f.exception())
+        waiter = asyncio.ensure_future(ended.wait())
+        try:
+            await asyncio.wait({self.pending, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiter.cancel()
+        if not self.pending.done():
+            raise MediaStreamError
+        pending, self.pending = self.pending, None
+        return pending.result()
+
+
+class RemoteTrack(MediaStreamTrack):
+    """A track of another participant as this client receives it; ends when the server says
+    `track_unpublished` (aiortc itself never ends a track whose m-line went inactive)."""
+
+    def __init__(self, kind: str, track_id: str, mid_receiver: _MidReceiver) -> None:
+        super().__init__()
+        self.kind = kind
+        self.track_id = track_id
+        self._mid_receiver = mid_receiver
+        self._ended = asyncio.Event()
+
+    async def recv(self) -> Any:
+        if self._ended.is_set():
+            raise MediaStreamError
+        return await self._mid_receiver.next_frame(self._ended)
+
+    def stop(self) -> None:
+        self._ended.set()
+        super().stop()
+
 
 TrackCallback = Callable[[str, dict[str, Any], MediaStreamTrack, RTCRtpTransceiver], None]
 
@@ -44,7 +90,8 @@ class SfuClient:
         self.messages: list[dict[str, Any]] = []  # every server message, in order
         self.tracks: dict[str, dict[str, Any]] = {}  # track id -> Track info, for the whole room
         self.mids: dict[str, str] = {}  # mid -> track id, from the latest server offer
-        self.remote_tracks: dict[str, MediaStreamTrack] = {}  # track id -> receiving track
+        self.remote_tracks: dict[str, RemoteTrack] = {}  # track id -> receiving track
+        self._mid_receivers: dict[str, _MidReceiver] = {}
         self._pending_publish: list[tuple[MediaStreamTrack, str, str]] = []
         self._session: aiohttp.ClientSession | None = None
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -129,6 +176,9 @@ class SfuClient:
             self._reader.cancel()
         if self._ws is not None:
             await self._ws.close()
+        for mid_receiver in self._mid_receivers.values():
+            if mid_receiver.pending is not None:
+                mid_receiver.pending.cancel()
         if self.pc is not None:
             await self.pc.close()
         if self._session is not None:
@@ -170,15 +220,25 @@ class SfuClient:
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
                 await self.pc.setLocalDescription(await self.pc.createAnswer())
                 await self.send("answer", sdp=self.pc.localDescription.sdp)
+            self._bind_mids()
 
     def _on_pc_track(self, track: MediaStreamTrack) -> None:
+        self._bind_mids()
+
+    def _bind_mids(self) -> None:
+        """Give every mid that now carries a track we have not surfaced yet a RemoteTrack: on its
+        first use (aiortc fires `track`) and on every recycling (aiortc fires nothing)."""
         assert self.pc is not None
-        transceiver = next((t for t in self.pc.getTransceivers() if t.receiver.track is track), None)
-        if transceiver is None:
-            return
-        track_id = self.mids.get(str(transceiver.mid))
-        if track_id is None:
-            return
-        self.remote_tracks[track_id] = track
-        if self.on_track is not None:
-            self.on_track(track_id, self.tracks.get(track_id, {}), track, transceiver)
+        for transceiver in self.pc.getTransceivers():
+            mid = str(transceiver.mid)
+            track_id = self.mids.get(mid)
+            source = transceiver.receiver.track if transceiver.receiver else None
+            if track_id is None or source is None or track_id in self.remote_tracks:
+                continue
+            mid_receiver = self._mid_receivers.get(mid)
+            if mid_receiver is None or mid_receiver.source is not source:
+                mid_receiver = self._mid_receivers[mid] = _MidReceiver(source)
+            track = RemoteTrack(source.kind, track_id, mid_receiver)
+            self.remote_tracks[track_id] = track
+            if self.on_track is not None:
+                self.on_track(track_id, self.tracks.get(track_id, {}), track, transceiver)

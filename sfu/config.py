@@ -26,6 +26,7 @@ class Config:
     ice_servers: list[IceServer] = field(default_factory=list)  # handed to clients and used by the server
     log_level: str = "info"
     shutdown_timeout_s: float = 5.0
+    debug_endpoints: bool = False  # /debug/objects: object counts for tests; costly, never in production
 
     def rtc_ice_servers(self) -> list[RTCIceServer]:
         """Explicit, so aiortc never falls back to its default public STUN server."""

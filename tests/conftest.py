@@ -61,7 +61,8 @@ def start_server(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = 
     log_path = tmp_path / f"sfu-{port}.log"
     logf = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "sfu", "serve", "--host", host, "--port", str(port), *extra_args],
+        [sys.executable, "-m", "sfu", "serve", "--host", host, "--port", str(port), "--debug-endpoints",
+         *extra_args],
         cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})},
     )

@@ -22,6 +22,9 @@ KEYFRAME_RETRY_S = 1.0  # while gated, ask again if no keyframe arrived within t
 
 
 class Writer(Protocol):
+    @property
+    def connected(self) -> bool: ...
+
     def write(self, data: bytes) -> bool: ...
 
 
@@ -109,7 +112,10 @@ class DownTrack:
     def _start(self, data: bytes, mime: str, sequence_number: int, timestamp: int,
                header_bytes: int) -> bool:
         """The first packet forwarded: video waits for a keyframe so the decoder can start; the
-        sequencer continues whatever this m-line carried before."""
+        sequencer continues whatever this m-line carried before. Nothing starts before the
+        subscriber's transport is up: a keyframe sent into a closed transport is a lost keyframe."""
+        if not self.out.writer.connected:
+            return False
         if self.waiting_keyframe:
             if not is_keyframe(mime, data[header_bytes:]):
                 COUNTERS.keyframe_waits += 1

@@ -85,6 +85,11 @@ class RtpWriter:
         self.bytes = 0
         self.errors = 0
 
+    @property
+    def connected(self) -> bool:
+        dtls = self.dtls
+        return dtls._state is DtlsState.CONNECTED and 1 in dtls.transport._connection._nominated
+
     def write(self, data: bytes) -> bool:
         dtls = self.dtls
         if dtls._state is not DtlsState.CONNECTED:

@@ -73,5 +73,9 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
     app.router.add_static("/web/", WEB_DIR, show_index=False)
+    if config.debug_endpoints:
+        from sfu.server import debug
+
+        debug.install(app)
     app.on_shutdown.append(_on_shutdown)
     return app
