@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import aiohttp
-from aiortc.mediastreams import MediaStreamError
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -24,6 +23,7 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.mediastreams import MediaStreamError
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +73,10 @@ class RemoteTrack(MediaStreamTrack):
 
 
 TrackCallback = Callable[[str, dict[str, Any], MediaStreamTrack, RTCRtpTransceiver], None]
+
+
+def _own_track(mid: str) -> Callable[[dict[str, Any]], bool]:
+    return lambda msg: bool(msg["track"].get("mid") == mid)
 
 
 class SfuClient:
@@ -136,8 +140,7 @@ class SfuClient:
             for transceiver, (_, source) in zip(transceivers, tracks, strict=True):
                 meta[str(transceiver.mid)] = {"source": source}
             mids = set(meta)
-            published = [self.expect("track_published", lambda m, mid=mid: m["track"].get("mid") == mid)
-                         for mid in mids]
+            published = [self.expect("track_published", _own_track(mid)) for mid in mids]
             answer = self.expect("answer")
             await self.send("offer", sdp=self.pc.localDescription.sdp, tracks=meta)
             msg = await answer

@@ -5,14 +5,21 @@ and owns the sendonly m-lines ("slots") that carry its subscriptions."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from struct import unpack_from
 from typing import Any
 
-from aiortc import MediaStreamTrack, RTCConfiguration, RTCIceServer, RTCPeerConnection
-from aiortc import RTCRtpTransceiver, RTCSessionDescription
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceServer,
+    RTCPeerConnection,
+    RTCRtpTransceiver,
+    RTCSessionDescription,
+)
 from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK
 from aiortc.sdp import candidate_from_sdp
 
@@ -152,10 +159,10 @@ class PeerSession:
                 sender = transceiver.sender
                 writer = hooks.RtpWriter(sender.transport)
                 out = OutStream(sender._ssrc, sender._rtx_ssrc, writer,
-                                lambda ts, n, s=sender: hooks.feed_sender_report(s, ts, n))
+                                functools.partial(hooks.feed_sender_report, sender))
                 slot = Slot(transceiver, out)
                 self.slots.append(slot)
-                hooks.tap_sender_rtcp(sender, lambda packet, s=slot: self._on_subscriber_rtcp(s, packet))
+                hooks.tap_sender_rtcp(sender, functools.partial(self._on_subscriber_rtcp, slot))
             slot.transceiver.direction = "sendonly"
             slot.track_id = track_id
             slot.downtrack = DownTrack(relay, slot.out, self.participant_id)

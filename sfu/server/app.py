@@ -18,7 +18,7 @@ log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 CONFIG_KEY = web.AppKey("config", Config)
 ROOMS_KEY = web.AppKey("rooms", RoomRegistry)
-SOCKETS_KEY = web.AppKey("sockets", set)
+SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -56,7 +56,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 
 async def _on_shutdown(app: web.Application) -> None:
-    for ws in list(app[SOCKETS_KEY]):
+    for ws in list(app[SOCKETS_KEY]):  # type: ignore[index]  # aiohttp overloads confuse mypy here
         await ws.close(code=1001, message=b"server shutting down")
     await asyncio.wait_for(app[ROOMS_KEY].close(), app[CONFIG_KEY].shutdown_timeout_s)
 

@@ -70,6 +70,7 @@ export class SfuClient extends EventTarget {
     this._publications = [];
     this._pendingPublishes = []; // {publications, resolve, reject} waiting for an answer
     this._offerWanted = false; // something to (re)offer once signaling is stable
+    this._offerFailed = false; // our last offer could not be made: wait for a change before retrying
     this._pingTimer = null;
     this._joinWaiter = null;
   }
@@ -224,6 +225,7 @@ export class SfuClient extends EventTarget {
     const pc = this.pc;
     if (!pc) return;
     this._serverMids = new Map(Object.entries(msg.mids || {}));
+    this._offerFailed = false;
     if (pc.signalingState === 'have-local-offer') {
       console.info(LOG, 'offer collision: rolling back our offer, answering the server first');
       await pc.setLocalDescription({ type: 'rollback' });
@@ -300,9 +302,18 @@ export class SfuClient extends EventTarget {
     const pc = this.pc;
     if (!pc || this.state !== 'joined' || pc.signalingState !== 'stable') return;
     const unpublished = this._publications.filter((p) => !p.published && p.transceiver);
-    if (!this._offerWanted && unpublished.length === 0) return;
+    if (!this._offerWanted && (unpublished.length === 0 || this._offerFailed)) return;
     this._offerWanted = false;
-    await pc.setLocalDescription();
+    try {
+      await pc.setLocalDescription();
+    } catch (err) {
+      // Retried on the next change (publish, unpublish, server offer), not on every negotiationneeded.
+      this._offerFailed = true;
+      console.error(LOG, 'cannot make our offer:', err.message || err);
+      this._emit('error', { code: 'offer_failed', message: String(err.message || err) });
+      return;
+    }
+    this._offerFailed = false;
     const tracks = {};
     for (const pub of unpublished) {
       if (pub.transceiver.mid !== null) tracks[pub.transceiver.mid] = { source: pub.source };

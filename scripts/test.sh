@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Set up everything (Debian packages, Python dependencies) and run the whole test suite:
+# lint, types, unit, integration, browser and load tests. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib.sh
+apt_install chromium
+scripts/setup.sh test
+export SFU_CHROMIUM=/usr/bin/chromium
+.venv/bin/ruff check sfu tests benchmarks
+.venv/bin/mypy sfu
+exec .venv/bin/python -m pytest -q -rs "$@"
