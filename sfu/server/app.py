@@ -72,7 +72,8 @@ def create_app(config: Config) -> web.Application:
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_endpoint)
-    app.router.add_static("/web/", WEB_DIR, show_index=False)
+    if WEB_DIR.is_dir():
+        app.router.add_static("/web/", WEB_DIR, show_index=False)
     if config.debug_endpoints:
         from sfu.server import debug
 
