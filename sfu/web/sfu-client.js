@@ -20,13 +20,12 @@ const LOG = '[sfu-client]';
 const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 20000;
 
-/** Sources the server knows, by the kind of a track published with a given `source` option. */
-const SOURCE_BY_KIND = {
-  camera: { video: 'camera', audio: 'microphone' },
-  microphone: { video: 'camera', audio: 'microphone' },
-  screen: { video: 'screen', audio: 'screen_audio' },
-  screen_audio: { video: 'screen', audio: 'screen_audio' },
-};
+/** The protocol's source of a track of `kind` published with the `source` option `option`. */
+function sourceOf(kind, option) {
+  const screen = String(option).startsWith('screen');
+  if (kind === 'video') return screen ? 'screen' : 'camera';
+  return screen ? 'screen_audio' : 'microphone';
+}
 
 /**
  * One track we send. `transceiver` is null while it must be recreated (after a rollback), and
@@ -46,11 +45,7 @@ export class SfuClient extends EventTarget {
    */
   constructor(url, { room, name, token, iceServers } = {}) {
     super();
-    this.url = url;
-    this.room = room;
-    this.name = name;
-    this.token = token;
-    this.iceServers = iceServers;
+    Object.assign(this, { url, room, name, token, iceServers });
     /** @type {'new'|'connecting'|'joined'|'closed'} */
     this.state = 'new';
     /** @type {RTCPeerConnection|null} */
@@ -89,10 +84,9 @@ export class SfuClient extends EventTarget {
       ws.addEventListener('open', resolve, { once: true });
       ws.addEventListener('close', () => reject(new Error('websocket closed before open')), { once: true });
     });
-    const msg = { type: 'join', room: this.room };
-    if (this.name) msg.name = this.name;
-    if (this.token) msg.token = this.token;
-    this._send(msg);
+    // JSON.stringify leaves out the undefined fields.
+    this._send({ type: 'join', room: this.room, name: this.name || undefined,
+      token: this.token || undefined });
     return joined;
   }
 
@@ -108,7 +102,7 @@ export class SfuClient extends EventTarget {
     const publications = stream.getTracks().map((track) => ({
       track,
       stream,
-      source: (SOURCE_BY_KIND[source] || SOURCE_BY_KIND.camera)[track.kind],
+      source: sourceOf(track.kind, source),
       transceiver: this._addSender(track, stream),
       published: false,
     }));
@@ -157,13 +151,7 @@ export class SfuClient extends EventTarget {
   // ---- messages from the server -------------------------------------------------------------
 
   async _onMessage(data) {
-    let msg;
-    try {
-      msg = JSON.parse(data);
-    } catch (err) {
-      console.error(LOG, 'unparsable message', data);
-      return;
-    }
+    const msg = JSON.parse(data); // a parse error is reported by _enqueue
     switch (msg.type) {
       case 'joined': return this._onJoined(msg);
       case 'participant_joined':
@@ -238,13 +226,10 @@ export class SfuClient extends EventTarget {
       this._send({ type: 'answer', sdp: pc.localDescription.sdp });
       this._reconcileMids();
     } catch (err) {
-      console.error(LOG, 'cannot apply the server offer:', err.message || err);
+      this._fail('sdp_refused', 'cannot apply the server offer', err);
       if (pc.signalingState === 'have-remote-offer') await pc.setLocalDescription({ type: 'rollback' });
-      this._emit('error', { code: 'sdp_refused', message: String(err.message || err) });
     }
-    for (const pub of this._publications) {
-      if (!pub.transceiver) pub.transceiver = this._addSender(pub.track, pub.stream);
-    }
+    this._restoreSenders();
     await this._maybeOffer();
   }
 
@@ -257,8 +242,7 @@ export class SfuClient extends EventTarget {
     try {
       await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
     } catch (err) {
-      console.error(LOG, 'cannot apply the server answer:', err.message || err);
-      this._emit('error', { code: 'sdp_refused', message: String(err.message || err) });
+      this._fail('sdp_refused', 'cannot apply the server answer', err);
       return;
     }
     for (const pub of this._publications) {
@@ -268,13 +252,21 @@ export class SfuClient extends EventTarget {
     await this._maybeOffer();
   }
 
-  _onError(msg) {
+  async _onError(msg) {
     const detail = { code: msg.code, message: msg.message, id: msg.id };
     // A trickled candidate of a rolled-back offer may reach the server too late; harmless.
     (msg.code === 'bad_candidate' ? console.warn : console.error)(LOG, 'server error', detail);
     if (this._joinWaiter) {
       this._joinWaiter.reject(Object.assign(new Error(msg.message), detail));
       this._joinWaiter = null;
+    }
+    if (msg.code === 'bad_sdp' && this.pc && this.pc.signalingState === 'have-local-offer') {
+      // The server refused our offer and kept its previous state: go back to it, and do not
+      // offer again before something changes (a loop of refused offers helps nobody).
+      await this.pc.setLocalDescription({ type: 'rollback' });
+      this._dropRolledBackSenders();
+      this._restoreSenders();
+      this._offerFailed = true;
     }
     this._emit('error', detail);
   }
@@ -309,8 +301,7 @@ export class SfuClient extends EventTarget {
     } catch (err) {
       // Retried on the next change (publish, unpublish, server offer), not on every negotiationneeded.
       this._offerFailed = true;
-      console.error(LOG, 'cannot make our offer:', err.message || err);
-      this._emit('error', { code: 'offer_failed', message: String(err.message || err) });
+      this._fail('offer_failed', 'cannot make our offer', err);
       return;
     }
     this._offerFailed = false;
@@ -346,6 +337,13 @@ export class SfuClient extends EventTarget {
       if (pub.published || !pub.transceiver || pub.transceiver.mid !== null) continue;
       pub.transceiver.stop();
       pub.transceiver = null;
+    }
+  }
+
+  /** Gives fresh transceivers to the publications `_dropRolledBackSenders` left without one. */
+  _restoreSenders() {
+    for (const pub of this._publications) {
+      if (!pub.transceiver) pub.transceiver = this._addSender(pub.track, pub.stream);
     }
   }
 
@@ -399,11 +397,15 @@ export class SfuClient extends EventTarget {
   // ---- plumbing -----------------------------------------------------------------------------
 
   _enqueue(fn) {
-    this._queue = this._queue.then(fn).catch((err) => {
-      console.error(LOG, 'error while handling signaling:', err);
-      this._emit('error', { code: 'client', message: String(err && err.message ? err.message : err) });
-    });
+    this._queue = this._queue.then(fn).catch((err) => this._fail('client', 'signaling failed', err));
     return this._queue;
+  }
+
+  /** Logs a failure of this client and reports it with an `error` event. */
+  _fail(code, what, err) {
+    const message = String((err && err.message) || err);
+    console.error(LOG, `${what}:`, message);
+    this._emit('error', { code, message: `${what}: ${message}` });
   }
 
   _send(msg) {
