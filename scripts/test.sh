@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib.sh
-apt_install chromium
+apt_install chromium coturn
 scripts/setup.sh test
 export SFU_CHROMIUM=/usr/bin/chromium
 .venv/bin/ruff check sfu tests $(ls -d benchmarks 2>/dev/null)

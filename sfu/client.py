@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import ssl as ssl_module
 from collections.abc import Callable
 from typing import Any
 
@@ -81,8 +82,9 @@ def _own_track(mid: str) -> Callable[[dict[str, Any]], bool]:
 
 class SfuClient:
     def __init__(self, url: str, room: str, name: str = "", token: str | None = None, *,
-                 auto_subscribe: bool = True) -> None:
+                 auto_subscribe: bool = True, ssl: ssl_module.SSLContext | bool | None = None) -> None:
         self.url = url.rstrip("/")
+        self.ssl = ssl  # for an https:// url (wss): a context trusting the server's certificate
         self.room = room
         self.name = name
         self.token = token
@@ -108,7 +110,8 @@ class SfuClient:
     async def connect(self, tracks: list[tuple[MediaStreamTrack, str]] | None = None) -> dict[str, Any]:
         """Join the room; publish `tracks` ([(track, source)]) in the first offer. Returns `joined`."""
         self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url.replace("http", "ws", 1) + "/ws", max_msg_size=0)
+        self._ws = await self._session.ws_connect(self.url.replace("http", "ws", 1) + "/ws", max_msg_size=0,
+                                                  ssl=True if self.ssl is None else self.ssl)
         self._reader = asyncio.ensure_future(self._read())
         join: dict[str, Any] = {"room": self.room, "name": self.name, "auto_subscribe": self.auto_subscribe}
         if self.token:
@@ -130,19 +133,27 @@ class SfuClient:
     async def publish(self, track: MediaStreamTrack, source: str = "camera") -> str:
         return (await self.publish_many([(track, source)]))[0]
 
-    async def publish_many(self, tracks: list[tuple[MediaStreamTrack, str]]) -> list[str]:
-        """Offer new sendonly m-lines; returns the track ids the server announced."""
+    async def publish_many(self, tracks: list[tuple[MediaStreamTrack, str]],
+                           sdp_transform: Callable[[str, list[RTCRtpTransceiver]], str] | None = None,
+                           ) -> list[str]:
+        """Offer new sendonly m-lines; returns the track ids the server announced.
+        `sdp_transform(offer_sdp, transceivers)` may rewrite the offer (e.g. to add simulcast)."""
         assert self.pc is not None
         async with self._lock:
             meta: dict[str, dict[str, str]] = {}
             transceivers = [self.pc.addTransceiver(track, direction="sendonly") for track, _ in tracks]
             await self.pc.setLocalDescription(await self.pc.createOffer())
+            offer_sdp = self.pc.localDescription.sdp
+            if sdp_transform is not None:
+                # what the server sees may say more than aiortc knows (simulcast): aiortc only needs
+                # its own description for the mids and transports, which the transform keeps
+                offer_sdp = sdp_transform(offer_sdp, transceivers)
             for transceiver, (_, source) in zip(transceivers, tracks, strict=True):
                 meta[str(transceiver.mid)] = {"source": source}
             mids = set(meta)
             published = [self.expect("track_published", _own_track(mid)) for mid in mids]
             answer = self.expect("answer")
-            await self.send("offer", sdp=self.pc.localDescription.sdp, tracks=meta)
+            await self.send("offer", sdp=offer_sdp, tracks=meta)
             msg = await answer
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="answer"))
         return [(await p)["track"]["id"] for p in published]

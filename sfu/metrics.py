@@ -1,12 +1,13 @@
-"""Prometheus metrics: packet-path counters are plain ints (sfu.media.counters) read on scrape;
-everything off the hot path uses prometheus-client directly."""
+"""Prometheus metrics: packet-path counters are plain ints (sfu.media.counters, and the per-track
+counts of relays and downtracks) read on scrape; everything off the hot path uses
+prometheus-client directly."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
@@ -15,9 +16,33 @@ from sfu.media.counters import COUNTERS
 if TYPE_CHECKING:
     from sfu.room.room import RoomRegistry
 
+KINDS = ("audio", "video")
+
 REGISTRY = CollectorRegistry()
 SIGNALING_ERRORS = Counter("sfu_signaling_errors", "Client errors answered, by code", ["code"],
                            registry=REGISTRY)
+BANDWIDTH_ESTIMATE = Histogram(
+    "sfu_bandwidth_estimate_bps", "Subscribers' bandwidth estimates as the allocator sees them, bits/s",
+    buckets=(50e3, 100e3, 200e3, 300e3, 500e3, 750e3, 1e6, 1.5e6, 2e6, 3e6, 5e6, 8e6, 12e6, 20e6),
+    registry=REGISTRY)
+LOOP_LAG = Gauge("sfu_event_loop_lag_seconds", "Latest event-loop scheduling delay (watchdog, every 0.5 s)",
+                 registry=REGISTRY)
+LOOP_LAG_HISTOGRAM = Histogram(
+    "sfu_event_loop_lag_distribution_seconds", "Event-loop scheduling delays measured by the watchdog",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=REGISTRY)
+DRAINING = Gauge("sfu_draining", "1 while the node drains (refuses joins), else 0", registry=REGISTRY)
+WEBHOOK_DELIVERIES = Counter("sfu_webhook_deliveries", "Webhook events by outcome (delivered, failed, dropped)",
+                             ["result"], registry=REGISTRY)
+
+
+def observe_bandwidth_estimate(bps: float) -> None:
+    """One subscriber's current estimate (called by the bandwidth allocator, off the packet path)."""
+    BANDWIDTH_ESTIMATE.observe(bps)
+
+
+def observe_loop_lag(lag_s: float) -> None:
+    LOOP_LAG.set(lag_s)
+    LOOP_LAG_HISTOGRAM.observe(lag_s)
 
 # name, help, counter attribute
 _PACKET_COUNTERS = (
@@ -39,12 +64,49 @@ _PACKET_COUNTERS = (
     ("sfu_pli_sent", "RTCP PLI sent to publishers (throttled)", "pli_sent"),
     ("sfu_remb_received", "RTCP REMB received from subscribers", "remb_received"),
     ("sfu_send_failures", "Forwarded packets that could not be sent", "send_failures"),
+    ("sfu_layer_switches", "Simulcast layer switches done by downtracks", "layer_switches"),
+)
+
+
+class KindTotals:
+    """Monotonic per-kind totals from the per-object counts of live relays and downtracks: each
+    scrape adds what every object counted since the previous scrape. Objects are keyed by id()
+    (they have __slots__ and no weakref); an object that went away since the previous scrape takes
+    its last interval's counts with it, which a rate over minutes does not notice."""
+
+    def __init__(self, attrs: tuple[str, ...]) -> None:
+        self.attrs = attrs
+        self.totals = {(kind, attr): 0 for kind in KINDS for attr in attrs}
+        self._last: dict[int, tuple[int, ...]] = {}
+
+    def update(self, objects: Iterable[Any]) -> None:
+        seen: dict[int, tuple[int, ...]] = {}
+        for obj in objects:
+            key = id(obj)
+            if key in seen:
+                continue
+            now = tuple(int(getattr(obj, attr, 0)) for attr in self.attrs)
+            before = self._last.get(key, (0,) * len(now))
+            kind = obj.kind if obj.kind in KINDS else "video"
+            for attr, new, old in zip(self.attrs, now, before, strict=True):
+                self.totals[(kind, attr)] += new - old if new >= old else new  # id reused: a new object
+            seen[key] = now
+        self._last = seen
+
+
+_BY_KIND = (
+    ("sfu_rtp_packets_in", "RTP packets received from publishers, by kind", "relay", "packets_in"),
+    ("sfu_rtp_bytes_in", "RTP bytes received from publishers (decrypted), by kind", "relay", "bytes_in"),
+    ("sfu_rtp_packets_out", "RTP packets forwarded to subscribers, by kind", "downtrack", "packets_sent"),
+    ("sfu_rtp_bytes_out", "RTP bytes forwarded to subscribers (before SRTP), by kind", "downtrack", "bytes_sent"),
 )
 
 
 class SfuCollector(Collector):
     def __init__(self, rooms: RoomRegistry | None) -> None:
         self.rooms = rooms
+        self.relays = KindTotals(("packets_in", "bytes_in"))
+        self.downtracks = KindTotals(("packets_sent", "bytes_sent"))
 
     def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
         for name, text, attr in _PACKET_COUNTERS:
@@ -63,13 +125,37 @@ class SfuCollector(Collector):
         for kind in ("audio", "video"):
             tracks = [t for r in rooms for t in r.tracks.values() if t.kind == kind]
             published.add_metric([kind], len(tracks))
-            subscribed.add_metric([kind], sum(len(t.relay.downtracks) for t in tracks))
+            subscribed.add_metric([kind], sum(len({id(d) for r in t.relays for d in r.downtracks}) for t in tracks))
         yield published
         yield subscribed
+        yield from self._by_kind(rooms)
+
+    def _by_kind(self, rooms: list[Any]) -> Iterator[CounterMetricFamily]:
+        relays = [relay for r in rooms for t in r.tracks.values() for relay in _relays(t)]
+        self.relays.update(relays)
+        self.downtracks.update(d for relay in relays for d in relay.downtracks)
+        for name, text, source, attr in _BY_KIND:
+            totals = self.relays if source == "relay" else self.downtracks
+            family = CounterMetricFamily(name, text, labels=["kind"])
+            for kind in KINDS:
+                family.add_metric([kind], totals.totals[(kind, attr)])
+            yield family
+
+
+def _relays(track: Any) -> list[Any]:
+    return list(getattr(track, "relays", None) or [track.relay])
+
+
+_installed: list[SfuCollector] = []
 
 
 def install(rooms: RoomRegistry) -> None:
-    REGISTRY.register(SfuCollector(rooms))
+    """Export this registry's rooms (one per process; a second app replaces the first)."""
+    while _installed:
+        REGISTRY.unregister(_installed.pop())
+    collector = SfuCollector(rooms)
+    REGISTRY.register(collector)
+    _installed.append(collector)
 
 
 def render() -> bytes:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -32,14 +33,15 @@ class ServerProcess:
     port: int
     host: str = "127.0.0.1"
     log_path: Path = field(default_factory=Path)
+    scheme: str = "http"  # "https" when started with a TLS certificate
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://{self.host}:{self.port}/ws"
+        return f"{self.scheme.replace('http', 'ws')}://{self.host}:{self.port}/ws"
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
@@ -56,23 +58,24 @@ class ServerProcess:
 
 
 def start_server(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = None,
-                 host: str = "127.0.0.1") -> ServerProcess:
+                 host: str = "127.0.0.1", tls: ssl.SSLContext | None = None) -> ServerProcess:
+    """`tls`: the server was given a certificate; health is polled over HTTPS with this context."""
     port = free_port()
     log_path = tmp_path / f"sfu-{port}.log"
     logf = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "sfu", "serve", "--host", host, "--port", str(port), "--debug-endpoints",
-         *extra_args],
+         "--drain-timeout", "3", *extra_args],  # SIGTERM drains: keep within stop()'s 10 s
         cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})},
     )
-    server = ServerProcess(proc=proc, port=port, host=host, log_path=log_path)
+    server = ServerProcess(proc=proc, port=port, host=host, log_path=log_path, scheme="https" if tls else "http")
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"sfu serve exited with {proc.returncode}:\n{server.log()}")
         try:
-            with urllib.request.urlopen(f"{server.url}/healthz", timeout=1) as r:
+            with urllib.request.urlopen(f"{server.url}/healthz", timeout=1, context=tls) as r:
                 if r.status == 200:
                     return server
         except OSError:

@@ -76,9 +76,7 @@ class JanusSession:
             raise JanusError(data)
         return data
 
-    async def message(
-        self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
+    async def message(self, handle: int, body: dict[str, Any], jsep: dict[str, Any] | None = None) -> dict[str, Any]:
         """An asynchronous plugin request: waits for its event (plugin data + ``jsep``)."""
         transaction = secrets.token_hex(8)
         waiter: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
@@ -188,22 +186,32 @@ class JanusTarget:
             handle, {"request": "join", "ptype": "publisher", "room": int(room), "display": name}
         )
         pc = new_peer_connection()
-        for track in tracks:
-            pc.addTransceiver(track, direction="sendonly")
-        instrument_publisher(pc, send_times)
-        await pc.setLocalDescription(await pc.createOffer())
-        offer = {"type": "offer", "sdp": pc.localDescription.sdp}
-        reply = await self.session.message(
-            handle, {"request": "publish", "audio": True, "video": True}, offer
-        )
-        await pc.setRemoteDescription(RTCSessionDescription(reply["jsep"]["sdp"], reply["jsep"]["type"]))
-        await _wait_connected(pc)
+        try:
+            for track in tracks:
+                pc.addTransceiver(track, direction="sendonly")
+            instrument_publisher(pc, send_times)
+            await pc.setLocalDescription(await pc.createOffer())
+            offer = {"type": "offer", "sdp": pc.localDescription.sdp}
+            body = {"request": "publish", "audio": True, "video": True}
+            reply = await self.session.message(handle, body, offer)
+            await pc.setRemoteDescription(RTCSessionDescription(reply["jsep"]["sdp"], reply["jsep"]["type"]))
+            await _wait_connected(pc)
+        except BaseException:  # also cancellation by the join timeout
+            await self._abandon(pc, handle)
+            raise
 
         async def close() -> None:
             await pc.close()
             await self.session.detach(handle)
 
         return PublisherHandle(name, room, joined["id"], send_times, tracks, close)
+
+    async def _abandon(self, pc: Any, handle: int) -> None:
+        try:
+            await asyncio.wait_for(pc.close(), 5)
+            await asyncio.wait_for(self.session.detach(handle), 5)
+        except Exception as exc:
+            logger.debug("abandoning handle %s: %r", handle, exc)
 
     async def _subscribe_once(
         self, room: str, feed: PublisherHandle, probe: LiteSubscriber, receiver_reports: bool
@@ -230,18 +238,19 @@ class JanusTarget:
 
         @pc.on("track")
         def on_track(track: MediaStreamTrack) -> None:
-            transceiver: RTCRtpTransceiver = next(
-                t for t in pc.getTransceivers() if t.receiver.track is track
-            )
+            transceiver: RTCRtpTransceiver = next(t for t in pc.getTransceivers() if t.receiver.track is track)
             probe.install(transceiver.receiver, track.kind, feed.send_times, receiver_reports)
 
-        await pc.setRemoteDescription(
-            RTCSessionDescription(attached["jsep"]["sdp"], attached["jsep"]["type"])
-        )
-        await pc.setLocalDescription(await pc.createAnswer())
-        answer = {"type": "answer", "sdp": pc.localDescription.sdp}
-        await self.session.message(handle, {"request": "start"}, answer)
-        await _wait_connected(pc)
+        try:
+            offer = attached["jsep"]
+            await pc.setRemoteDescription(RTCSessionDescription(offer["sdp"], offer["type"]))
+            await pc.setLocalDescription(await pc.createAnswer())
+            answer = {"type": "answer", "sdp": pc.localDescription.sdp}
+            await self.session.message(handle, {"request": "start"}, answer)
+            await _wait_connected(pc)
+        except BaseException:
+            await self._abandon(pc, handle)
+            raise
         return pc, handle
 
     async def add_subscriber(
@@ -252,7 +261,14 @@ class JanusTarget:
         probe: LiteSubscriber,
         receiver_reports: bool,
     ) -> SubscriberHandle:
-        links = [await self._subscribe_once(room, feed, probe, receiver_reports) for feed in publishers]
+        links: list[tuple[Any, int]] = []
+        try:
+            for feed in publishers:
+                links.append(await self._subscribe_once(room, feed, probe, receiver_reports))
+        except BaseException:
+            for pc, handle in links:
+                await self._abandon(pc, handle)
+            raise
 
         async def close() -> None:
             for pc, handle in links:

@@ -103,9 +103,7 @@ def parse_counter(text: str, name: str = FORWARDED_METRIC) -> float | None:
     return total if found else None
 
 
-async def scrape_counter(
-    session: aiohttp.ClientSession, url: str, name: str = FORWARDED_METRIC
-) -> float | None:
+async def scrape_counter(session: aiohttp.ClientSession, url: str, name: str = FORWARDED_METRIC) -> float | None:
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
             if response.status != 200:

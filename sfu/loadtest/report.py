@@ -54,9 +54,7 @@ def ratios(ours: dict[str, Any], janus: dict[str, Any]) -> dict[str, float | Non
     out: dict[str, float | None] = {}
     for key in RATIO_KEYS:
         a, b = lookup(ours, key), lookup(janus, key)
-        out[key] = (
-            round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
-        )
+        out[key] = round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
     return out
 
 
@@ -68,9 +66,7 @@ def _fmt(value: Any, fmt: str, key: str) -> str:
     return str(value)
 
 
-def render(
-    results: dict[str, dict[str, Any]], ratio: dict[str, float | None] | None, console: Console
-) -> None:
+def render(results: dict[str, dict[str, Any]], ratio: dict[str, float | None] | None, console: Console) -> None:
     names = list(results)
     spec = next(iter(results.values()))["spec"]
     title = (

@@ -23,7 +23,9 @@ from .target import PublisherHandle, SubscriberHandle, Target, host_addresses
 logger = logging.getLogger(__name__)
 
 MAX_DURATION_S = 900.0
-SETUP_TIMEOUT_S = 180.0
+SETUP_TIMEOUT_S = 60.0  # plus SETUP_TIMEOUT_PER_PARTICIPANT_S each
+SETUP_TIMEOUT_PER_PARTICIPANT_S = 2.0
+JOIN_TIMEOUT_S = 30.0  # one participant: signaling + ICE + DTLS
 LAG_PROBE_INTERVAL_S = 0.02
 
 Progress = Callable[[str, float, float], None]
@@ -85,7 +87,8 @@ class LoadRun:
             await self.target.start()
             self._http = aiohttp.ClientSession()
             with host_addresses([self.target.client_address]):
-                await asyncio.wait_for(self._join_all(), SETUP_TIMEOUT_S)
+                setup_s = SETUP_TIMEOUT_S + SETUP_TIMEOUT_PER_PARTICIPANT_S * self.spec.participants
+                await asyncio.wait_for(self._join_all(), setup_s)
                 return await self._measure()
         finally:
             await self._teardown()
@@ -106,7 +109,9 @@ class LoadRun:
             for p in range(spec.publishers):
                 offset = (r * spec.publishers + p) * 37  # publishers do not send in lockstep
                 tracks = [PreEncodedVideoTrack(self.clip, offset), PreEncodedAudioTrack(self.clip, offset)]
-                handle = await self.target.add_publisher(room, f"pub-{r}-{p}", list(tracks), SendTimes())
+                handle = await asyncio.wait_for(
+                    self.target.add_publisher(room, f"pub-{r}-{p}", list(tracks), SendTimes()), JOIN_TIMEOUT_S
+                )
                 self.publishers.append(handle)
                 by_room.setdefault(room, []).append(handle)
                 joined += 1
@@ -118,8 +123,9 @@ class LoadRun:
             async with limit:
                 probe = LiteSubscriber(name, self.window)
                 try:
-                    handle = await self.target.add_subscriber(
-                        room, name, by_room[room], probe, spec.receiver_reports
+                    handle = await asyncio.wait_for(
+                        self.target.add_subscriber(room, name, by_room[room], probe, spec.receiver_reports),
+                        JOIN_TIMEOUT_S,
                     )
                     self.subscribers.append(handle)
                 except Exception as exc:  # one failed join is a figure, not the end of the run
@@ -253,9 +259,7 @@ class LoadRun:
             if after.host_cpu[1] > before.host_cpu[1]
             else None,
             "publisher_video_packets_sent": sum(p.send_times.packets_sent for p in self.publishers),
-            "publisher_late_restarts": sum(
-                getattr(t, "late_restarts", 0) for p in self.publishers for t in p.tracks
-            ),
+            "publisher_late_restarts": sum(getattr(t, "late_restarts", 0) for p in self.publishers for t in p.tracks),
             "errors": self.errors,
         }
 

@@ -163,21 +163,23 @@ class SfuTarget:
         from sfu.client import SfuClient
 
         client = SfuClient(self.url, room, name, auto_subscribe=False)
-        await client.connect()
-        sources = [(t, "camera" if t.kind == "video" else "microphone") for t in tracks]
-        track_ids = await client.publish_many(sources)
-        assert client.pc is not None
-        instrument_publisher(client.pc, send_times)
-        await _wait_connected(client.pc)
+        try:
+            await client.connect()
+            sources = [(t, "camera" if t.kind == "video" else "microphone") for t in tracks]
+            track_ids = await client.publish_many(sources)
+            assert client.pc is not None
+            instrument_publisher(client.pc, send_times)
+            await _wait_connected(client.pc)
+        except BaseException:  # also cancellation by the join timeout: leave no session open
+            await _close_quietly(client)
+            raise
         handle = PublisherHandle(name, room, client.participant_id, send_times, tracks, client.close)
         handle.extra["track_ids"] = track_ids
         for track_id in track_ids:
             self._track_owner[track_id] = handle
         return handle
 
-    def _owner(
-        self, track_id: str, info: dict[str, Any], publishers: list[PublisherHandle]
-    ) -> SendTimes | None:
+    def _owner(self, track_id: str, info: dict[str, Any], publishers: list[PublisherHandle]) -> SendTimes | None:
         owner = self._track_owner.get(track_id)
         if owner is None:
             participant = info.get("participant_id")
@@ -201,18 +203,27 @@ class SfuTarget:
         def on_track(
             track_id: str, info: dict[str, Any], track: MediaStreamTrack, transceiver: RTCRtpTransceiver
         ) -> None:
-            probe.install(
-                transceiver.receiver, track.kind, self._owner(track_id, info, publishers), receiver_reports
-            )
+            probe.install(transceiver.receiver, track.kind, self._owner(track_id, info, publishers), receiver_reports)
 
         client.on_track = on_track
-        await client.connect()
-        await _wait_connected(client.pc)
+        try:
+            await client.connect()
+            await _wait_connected(client.pc)
+        except BaseException:
+            await _close_quietly(client)
+            raise
         return SubscriberHandle(name, probe, 1, client.close)
 
     async def stop(self) -> None:
         if self.server is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.server.stop)
+
+
+async def _close_quietly(client: Any) -> None:
+    try:
+        await asyncio.wait_for(client.close(), 5)
+    except Exception as exc:
+        logger.debug("closing %s: %r", client.name, exc)
 
 
 def _pid_listening_on(url: str) -> int | None:

@@ -26,6 +26,7 @@ class PacketCounters:
         "remb_received",
         "rtcp_malformed",
         "send_failures",
+        "layer_switches",
     )
 
     rtp_in: int
@@ -46,6 +47,7 @@ class PacketCounters:
     remb_received: int
     rtcp_malformed: int
     send_failures: int
+    layer_switches: int
 
     def __init__(self) -> None:
         for name in self.__slots__:

@@ -16,6 +16,7 @@ from sfu.media.packet_cache import PacketCache
 from sfu.media.relay import TrackRelay
 from sfu.media.rtp_header import HeaderRewriter, header_size
 from sfu.media.sequencer import Sequencer
+from sfu.media.vp8 import Vp8Munger
 
 PACKET_CACHE_SIZE = 1024  # packets per outgoing stream kept for NACK (≥ 500: ~1 s of 4 Mb/s video)
 KEYFRAME_RETRY_S = 1.0  # while gated, ask again if no keyframe arrived within this time
@@ -49,26 +50,40 @@ class OutStream:
 
 
 class DownTrack:
-    """Forwarding state of one (published track → subscriber) pair."""
+    """Forwarding state of one (published track → subscriber) pair. A simulcast track has one
+    relay per layer; the downtrack forwards from `current` and, while switching, also listens to
+    `target` until that layer's next keyframe, where it switches without a gap in sequence
+    numbers, timestamps or VP8 picture ids."""
 
-    __slots__ = ("relay", "out", "subscriber_id", "ready", "started", "waiting_keyframe", "pt_map",
-                 "rtx_pt", "clock_rate", "rewriter", "_last_keyframe_request_s", "packets_sent",
-                 "closed")
+    __slots__ = ("layers", "out", "subscriber_id", "kind", "ready", "current", "target", "paused",
+                 "pt_map", "rtx_pt", "clock_rate", "rewriter", "munger", "_last_keyframe_request_s",
+                 "packets_sent", "bytes_sent", "closed", "attached", "layer_index")
 
-    def __init__(self, relay: TrackRelay, out: OutStream, subscriber_id: str) -> None:
-        self.relay = relay
+    def __init__(self, layers: list[TrackRelay], out: OutStream, subscriber_id: str) -> None:
+        self.layers = layers  # low to high; one relay for a track without simulcast
         self.out = out
         self.subscriber_id = subscriber_id
+        self.kind = layers[0].kind
         self.ready = False  # set by configure() once the subscriber's answer fixed the parameters
-        self.started = False
-        self.waiting_keyframe = relay.kind == "video"
+        self.attached = False
+        self.current: TrackRelay | None = None
+        self.target: TrackRelay | None = None
+        self.paused = False
+        self.layer_index = 0  # the layer wanted: the lowest until the allocator's first decision
         self.pt_map: dict[str, int] = {}  # codec mime -> subscriber payload type
         self.rtx_pt: int | None = None
-        self.clock_rate = 90000 if relay.kind == "video" else 48000
+        self.clock_rate = 90000 if self.kind == "video" else 48000
         self.rewriter = HeaderRewriter({})
+        self.munger = Vp8Munger() if len(layers) > 1 else None
         self._last_keyframe_request_s = 0.0
         self.packets_sent = 0
+        self.bytes_sent = 0
         self.closed = False
+
+    @property
+    def relay(self) -> TrackRelay:
+        """The layer forwarded now, else the one being started."""
+        return self.current or self.target or self.layers[self.layer_index]
 
     def configure(self, pt_map: dict[str, int], rtx_pt: int | None, ext_id_map: dict[int, int],
                   clock_rate: int) -> None:
@@ -78,16 +93,55 @@ class DownTrack:
         self.clock_rate = clock_rate or self.clock_rate
         self.rewriter = HeaderRewriter(ext_id_map)
         self.ready = bool(pt_map)
+        if self.ready and not self.attached and not self.closed:
+            self.attached = True
+            self.select_layer(self.layer_index)
+
+    def select_layer(self, index: int | None) -> bool:
+        """Forward layer `index` (switching at its next keyframe), or pause video with None.
+        Returns True if anything changed."""
+        if self.closed or not self.attached:
+            if index is not None:
+                self.layer_index = index
+            return False
+        if index is None:
+            if self.paused:
+                return False
+            self.paused = True
+            for relay in (self.current, self.target):
+                if relay is not None:
+                    relay.remove(self)
+            self.current = self.target = None
+            return True
+        index = max(0, min(index, len(self.layers) - 1))
+        wanted = self.layers[index]
+        changed = self.paused or index != self.layer_index
+        self.paused = False
+        self.layer_index = index
+        if wanted is self.current:
+            if self.target is not None and self.target is not wanted:
+                self.target.remove(self)
+            self.target = None
+            return changed
+        if self.target is not None and self.target is not wanted:
+            self.target.remove(self)
+        if self.target is not wanted:
+            self.target = wanted
+            wanted.add(self)
+        return changed
 
     def write(self, data: bytes, payload_type: int, mime: str, sequence_number: int, timestamp: int,
-              header_bytes: int) -> None:
+              header_bytes: int, source: TrackRelay) -> None:
         """Hot path, once per packet per subscriber: copy + 12-byte patch + SRTP + sendto."""
         if not self.ready:
             return
-        out = self.out
-        if not self.started:
-            if not self._start(data, mime, sequence_number, timestamp, header_bytes):
+        if source is not self.current or self.target is not None:
+            if source is self.target:
+                if not self._switch(data, mime, sequence_number, timestamp, header_bytes):
+                    return
+            elif source is not self.current:
                 return
+        out = self.out
         mapped = out.sequencer.map(sequence_number, timestamp)
         if mapped is None:
             return
@@ -98,38 +152,50 @@ class DownTrack:
         if buf is None:
             COUNTERS.rtp_malformed += 1
             return
+        if self.munger is not None:
+            self.munger.munge(buf, header_bytes)
         packet = bytes(buf)
         out.cache.put(mapped[0], packet)
         if out.writer.write(packet):
             self.packets_sent += 1
+            self.bytes_sent += len(packet)
             COUNTERS.rtp_forwarded += 1
             COUNTERS.rtp_forwarded_bytes += len(packet)
             if out.on_sent is not None:
                 out.on_sent(mapped[1], len(packet) - header_bytes)
+            if data[1] & 0x80:  # marker: the end of a frame; a later switch continues from here
+                out.last_sent_s = time.monotonic()
         else:
             COUNTERS.send_failures += 1
 
-    def _start(self, data: bytes, mime: str, sequence_number: int, timestamp: int,
-               header_bytes: int) -> bool:
-        """The first packet forwarded: video waits for a keyframe so the decoder can start; the
-        sequencer continues whatever this m-line carried before. Nothing starts before the
-        subscriber's transport is up: a keyframe sent into a closed transport is a lost keyframe."""
+    def _switch(self, data: bytes, mime: str, sequence_number: int, timestamp: int,
+                header_bytes: int) -> bool:
+        """The first packet of a new source (first start, layer switch, resume): video waits for
+        a keyframe so the decoder can go on; sequence numbers, timestamps and picture ids continue
+        what this m-line carried before. Nothing starts before the subscriber's transport is up:
+        a keyframe sent into a closed transport is a lost keyframe."""
         if not self.out.writer.connected:
             return False
-        if self.waiting_keyframe:
+        if self.kind == "video":
             if not is_keyframe(mime, data[header_bytes:]):
                 COUNTERS.keyframe_waits += 1
                 now = time.monotonic()
                 if now - self._last_keyframe_request_s >= KEYFRAME_RETRY_S:
                     self._last_keyframe_request_s = now
-                    self.relay.request_keyframe()
+                    if self.target is not None:
+                        self.target.request_keyframe()
                 return False
-            self.waiting_keyframe = False
         now = time.monotonic()
         out = self.out
         gap = max(1, int((now - out.last_sent_s) * self.clock_rate)) if out.last_sent_s else 1
         out.sequencer.switch_source(sequence_number, timestamp, min(gap, self.clock_rate * 10))
-        self.started = True
+        if self.munger is not None:
+            self.munger.switch_source(data, header_bytes)
+        previous, self.current, self.target = self.current, self.target, None
+        if previous is not None and previous is not self.current:
+            previous.remove(self)
+            COUNTERS.layer_switches += 1
+        out.last_sent_s = now
         return True
 
     def on_nack(self, sequence_numbers: list[int]) -> None:
@@ -163,15 +229,16 @@ class DownTrack:
 
     def on_keyframe_request(self) -> None:
         """A PLI/FIR from the subscriber becomes a (throttled) PLI to the publisher."""
-        self.relay.request_keyframe()
+        (self.target or self.current or self.relay).request_keyframe()
 
     def source_ended(self) -> None:
         """The published track went away; remember when, so a recycled m-line continues."""
         self.closed = True
         self.ready = False
-        if self.started:
+        if self.current is not None:
             self.out.last_sent_s = time.monotonic()
 
     def close(self) -> None:
-        self.relay.remove(self)
+        for relay in self.layers:
+            relay.remove(self)
         self.source_ended()

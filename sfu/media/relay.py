@@ -9,7 +9,9 @@ from struct import unpack_from
 from typing import TYPE_CHECKING
 
 from sfu.media.counters import COUNTERS
+from sfu.media.keyframe import is_vp8_keyframe, vp8_payload_offset
 from sfu.media.rtp_header import header_size
+from sfu.media.vp8 import vp8_keyframe_size
 
 if TYPE_CHECKING:
     from sfu.media.downtrack import DownTrack
@@ -22,7 +24,8 @@ class TrackRelay:
 
     __slots__ = (
         "kind", "mime_by_pt", "downtracks", "media_ssrc", "_request_pli", "_last_pli_s",
-        "packets_in", "bytes_in", "closed", "muted", "ext_ids",
+        "packets_in", "bytes_in", "closed", "muted", "ext_ids", "rid", "width", "height",
+        "bitrate_bps", "rate_bytes", "last_packet_s",
     )
 
     def __init__(self, kind: str, request_pli: Callable[[int], None]) -> None:
@@ -37,6 +40,12 @@ class TrackRelay:
         self.closed = False
         self.muted = False
         self.ext_ids: dict[str, int] = {}  # uri -> id of the extensions the publisher sends
+        self.rid = ""  # simulcast layer id, "" without simulcast
+        self.width = 0  # from the layer's last VP8 key frame
+        self.height = 0
+        self.bitrate_bps = 0.0  # measured by the allocation loop, not on the packet path
+        self.rate_bytes = 0
+        self.last_packet_s = 0.0
 
     def update_codecs(self, mime_by_pt: dict[int, str]) -> None:
         """Payload types of the latest negotiation win; older ones stay for packets in flight."""
@@ -69,9 +78,20 @@ class TrackRelay:
         self.media_ssrc = unpack_from("!I", data, 8)[0]
         if self.muted:
             return
+        if mime == "video/vp8" and len(data) > header_bytes and data[header_bytes] & 0x10:
+            self._note_keyframe_size(data, header_bytes)
         sequence_number, timestamp = unpack_from("!HI", data, 2)
         for downtrack in self.downtracks:
-            downtrack.write(data, payload_type, mime, sequence_number, timestamp, header_bytes)
+            downtrack.write(data, payload_type, mime, sequence_number, timestamp, header_bytes, self)
+
+    def _note_keyframe_size(self, data: bytes, header_bytes: int) -> None:
+        """The start of a VP8 partition: if it is a key frame, learn the layer's resolution."""
+        payload = data[header_bytes:]
+        offset = vp8_payload_offset(payload)
+        if offset > 0 and is_vp8_keyframe(payload):
+            size = vp8_keyframe_size(payload, offset)
+            if size is not None:
+                self.width, self.height = size
 
     def request_keyframe(self) -> bool:
         """Ask the publisher for a keyframe (RFC 4585 §6.3.1 PLI), at most once per interval."""

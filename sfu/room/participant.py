@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiortc import RTCIceServer
 
 from sfu.media.relay import TrackRelay
+from sfu.room.allocation import QualityPrefs, SubscriberBandwidth
 from sfu.rtc import sdp
 from sfu.rtc.peer import PeerSession
 from sfu.signaling.messages import ErrorCode, SignalingError, message
@@ -40,11 +41,21 @@ class PublishedTrack:
     source: str
     name: str
     mid: str
-    relay: TrackRelay
+    relays: list[TrackRelay]  # one per simulcast layer, in the publisher's order
+
+    @property
+    def relay(self) -> TrackRelay:
+        return self.relays[-1]
+
+    @property
+    def simulcast(self) -> bool:
+        return len(self.relays) > 1
 
     def info(self, own: bool = False) -> dict[str, Any]:
-        data = {"id": self.id, "participant_id": self.participant_id, "kind": self.kind,
-                "source": self.source, "name": self.name}
+        data: dict[str, Any] = {"id": self.id, "participant_id": self.participant_id, "kind": self.kind,
+                                "source": self.source, "name": self.name}
+        if self.simulcast:
+            data["layers"] = [relay.rid for relay in self.relays]
         if own:
             data["mid"] = self.mid
         return data
@@ -59,12 +70,15 @@ class Participant:
         self.send = send
         self.auto_subscribe = auto_subscribe
         self.peer = PeerSession(self.id, ice_servers)
+        self.bandwidth = SubscriberBandwidth(estimate=self.peer.estimate)
         self.tracks: dict[str, PublishedTrack] = {}  # own publications by track id
         self.wanted: set[str] = set()  # track ids this participant should receive
         self._negotiation: asyncio.Task[None] | None = None
         self._renegotiate = False
         self._first_offer = asyncio.Event()  # set once the client's first offer was answered
         self.left = False
+        self.can_publish = True  # from the access token's grant, set at join
+        self.identity = ""  # the access token's subject (else the participant id), set at join
 
     def info(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name}
@@ -74,6 +88,8 @@ class Participant:
     async def handle_offer(self, offer_sdp: str, meta: dict[str, Any]) -> None:
         try:
             async with self.peer.lock:
+                if not self.can_publish and self._offers_new_tracks(offer_sdp):
+                    raise SignalingError(ErrorCode.FORBIDDEN, "the access token does not grant publishing")
                 result = await self.peer.answer_offer(offer_sdp)
                 if result is None:
                     log.debug("participant %s: offer ignored during our own offer (glare)", self.id)
@@ -91,17 +107,20 @@ class Participant:
             await self.room.unpublish(track)
         self.schedule_negotiation()
 
+    def _offers_new_tracks(self, offer_sdp: str) -> bool:
+        return any(s.direction in ("sendonly", "sendrecv") and not s.rejected and s.mid not in self.peer.publications
+                   for s in sdp.media_sections(offer_sdp))
+
     def _publish_section(self, section: sdp.MediaSection, meta: dict[str, Any]) -> PublishedTrack:
         source = meta.get("source") or ("microphone" if section.kind == "audio" else "camera")
+        request_pli = self.peer.keyframe_requester(section.mid)
+        answered = sdp.section_by_mid(self.peer.pc.localDescription.sdp, section.mid)
+        relays = [TrackRelay(section.kind, request_pli) for _ in (self.peer.simulcast.get(section.mid) or [""])]
+        for relay in relays:
+            relay.ext_ids = dict(answered.extmaps) if answered else {}
+        self.peer.add_publication(section, relays)
         track = PublishedTrack(new_id("TR"), self.id, section.kind, source, str(meta.get("name") or ""),
-                               section.mid, relay=None)  # type: ignore[arg-type]
-        relay = TrackRelay(section.kind, lambda ssrc: None)
-        publication = self.peer.add_publication(section, relay)
-        relay._request_pli = self.peer.request_keyframe_sender(publication)
-        local = self.peer.pc.localDescription.sdp
-        answered = sdp.section_by_mid(local, section.mid)
-        relay.ext_ids = dict(answered.extmaps) if answered else {}
-        track.relay = relay
+                               section.mid, relays)
         self.tracks[track.id] = track
         log.info("participant %s published %s %s (%s) as %s", self.id, track.kind, track.source,
                  section.mid, track.id)
@@ -123,6 +142,11 @@ class Participant:
             raise SignalingError(ErrorCode.BAD_CANDIDATE, f"cannot add candidate: {exc}") from None
 
     # -- subscriptions -----------------------------------------------------------------------
+
+    def set_quality(self, track_id: str, max_width: int | None, max_height: int | None,
+                    max_layer: int | None) -> None:
+        """The subscriber's wish for one track (its tile size); the allocator honours it."""
+        self.bandwidth.prefs[track_id] = QualityPrefs(max_width, max_height, max_layer)
 
     def want(self, track_ids: list[str]) -> None:
         self.wanted.update(track_ids)
@@ -157,7 +181,7 @@ class Participant:
                 remove = [t for t in current if t not in self.wanted or t not in self.room.tracks]
                 if not add and not remove:
                     return
-                self.peer.plan_offer([(t, self.room.tracks[t].relay) for t in sorted(add)], remove)
+                self.peer.plan_offer([(t, self.room.tracks[t].relays) for t in sorted(add)], remove)
                 offer_sdp, mids = await self.peer.create_offer()
             await self.send(message("offer", sdp=offer_sdp, mids=mids))
         except Exception:

@@ -20,9 +20,10 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK
+from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, unpack_remb_fci
 from aiortc.sdp import candidate_from_sdp
 
+from sfu.bwe.estimator import SubscriberEstimate
 from sfu.media.counters import COUNTERS
 from sfu.media.downtrack import DownTrack, OutStream
 from sfu.media.relay import TrackRelay
@@ -60,13 +61,17 @@ class Slot:
 
 @dataclass
 class Publication:
-    """A sendonly m-line of the client: one published track."""
+    """A sendonly m-line of the client: one published track, one relay per simulcast layer."""
 
     mid: str
     kind: str
-    relay: TrackRelay
+    relays: list[TrackRelay]  # in the order of a=simulcast:send (low to high for browsers)
     transceiver: RTCRtpTransceiver
+    rids: list[str] = field(default_factory=list)
     ssrcs: set[int] = field(default_factory=set)
+
+    def relay_for_rid(self, rid: str) -> TrackRelay | None:
+        return next((r for r in self.relays if r.rid == rid), None)
 
 
 class PeerSession:
@@ -82,6 +87,10 @@ class PeerSession:
         self._relay_by_ssrc: dict[int, TrackRelay] = {}
         self._ignored_ssrcs: set[int] = set()
         self._mid_ext_id: int | None = None
+        self._rid_ext_id: int | None = None
+        self._repaired_rid_ext_id: int | None = None
+        self.simulcast: dict[str, list[str]] = {}  # mid -> rids the client sends on it
+        self.estimate = SubscriberEstimate()  # this participant's downlink, from its REMB and RR
         self.closed = False
 
     # -- negotiation -------------------------------------------------------------------------
@@ -96,20 +105,27 @@ class PeerSession:
         sdp.validate(offer_sdp)
         if not self.stable:
             return None
+        sections = sdp.media_sections(offer_sdp)
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            self.extmap_ids.learn(offer_sdp)
+            for section in sections:
+                if section.send_rids and section.kind == "video" and not section.rejected:
+                    self.simulcast[section.mid] = section.send_rids
             answer = await self.pc.createAnswer()
-            await self.pc.setLocalDescription(answer)
+            await self.pc.setLocalDescription(
+                RTCSessionDescription(sdp=self._with_simulcast(answer.sdp), type="answer"))
         except SdpError:
             raise
         except Exception as exc:  # aiortc raises many types for unusable descriptions
             raise SdpError(f"cannot apply offer: {exc}") from exc
-        self.extmap_ids.learn(offer_sdp)
         self._mid_ext_id = self.extmap_ids.by_uri.get(URI_MID)
+        self._rid_ext_id = self.extmap_ids.by_uri.get(sdp.URI_RID)
+        self._repaired_rid_ext_id = self.extmap_ids.by_uri.get(sdp.URI_REPAIRED_RID)
         self._tap_transports()
         new_sections: list[MediaSection] = []
         gone: list[str] = []
-        for section in sdp.media_sections(offer_sdp):
+        for section in sections:
             sending = section.direction in ("sendonly", "sendrecv") and not section.rejected
             if sending and section.mid not in self.publications:
                 new_sections.append(section)
@@ -117,9 +133,17 @@ class PeerSession:
                 gone.append(section.mid)
         return self.pc.localDescription.sdp, new_sections, gone
 
-    def add_publication(self, section: MediaSection, relay: TrackRelay) -> Publication:
+    def _with_simulcast(self, description: str) -> str:
+        for mid, rids in self.simulcast.items():
+            description = sdp.add_simulcast_recv(description, mid, rids, self.extmap_ids.by_uri)
+        return description
+
+    def add_publication(self, section: MediaSection, relays: list[TrackRelay]) -> Publication:
         transceiver = next(t for t in self.pc.getTransceivers() if t.mid == section.mid)
-        publication = Publication(section.mid, section.kind, relay, transceiver)
+        rids = self.simulcast.get(section.mid, [])
+        for relay, rid in zip(relays, rids, strict=False):
+            relay.rid = rid
+        publication = Publication(section.mid, section.kind, relays, transceiver, rids=list(rids))
         self.publications[section.mid] = publication
         self._refresh_publications()
         return publication
@@ -131,15 +155,16 @@ class PeerSession:
                 self._relay_by_ssrc.pop(ssrc, None)
         return publication
 
-    def request_keyframe_sender(self, publication: Publication) -> Callable[[int], None]:
-        receiver = publication.transceiver.receiver
+    def keyframe_requester(self, mid: str) -> Callable[[int], None]:
+        """A PLI sender for the relays of the publication at `mid` (each relay passes its SSRC)."""
+        receiver = next(t for t in self.pc.getTransceivers() if t.mid == mid).receiver
 
         def request(media_ssrc: int) -> None:
             asyncio.ensure_future(hooks.send_pli(receiver, media_ssrc))
 
         return request
 
-    def plan_offer(self, add: list[tuple[str, TrackRelay]], remove: list[str]) -> None:
+    def plan_offer(self, add: list[tuple[str, list[TrackRelay]]], remove: list[str]) -> None:
         """Stage subscription changes on the m-lines; the caller then calls `create_offer`. Must
         run under `lock` with the connection stable: aiortc would hand a mid-less transceiver to
         the next remote m-line of the same kind."""
@@ -151,11 +176,12 @@ class PeerSession:
                 slot.downtrack.close()
             slot.downtrack, slot.track_id, slot.configured_for = None, None, None
             slot.transceiver.direction = "inactive"
-        for track_id, relay in add:
+        for track_id, layers in add:
+            kind = layers[0].kind
             slot = next((s for s in self.slots if s.track_id is None
-                         and s.transceiver.kind == relay.kind and s.transceiver.mid is not None), None)
+                         and s.transceiver.kind == kind and s.transceiver.mid is not None), None)
             if slot is None:
-                transceiver = self.pc.addTransceiver(PlaceholderTrack(relay.kind), direction="sendonly")
+                transceiver = self.pc.addTransceiver(PlaceholderTrack(kind), direction="sendonly")
                 sender = transceiver.sender
                 writer = hooks.RtpWriter(sender.transport)
                 out = OutStream(sender._ssrc, sender._rtx_ssrc, writer,
@@ -165,11 +191,11 @@ class PeerSession:
                 hooks.tap_sender_rtcp(sender, functools.partial(self._on_subscriber_rtcp, slot))
             slot.transceiver.direction = "sendonly"
             slot.track_id = track_id
-            slot.downtrack = DownTrack(relay, slot.out, self.participant_id)
+            slot.downtrack = DownTrack(layers, slot.out, self.participant_id)
 
     async def create_offer(self) -> tuple[str, dict[str, str]]:
         offer = await self.pc.createOffer()
-        offer_sdp = self.extmap_ids.remap(offer.sdp)
+        offer_sdp = self._with_simulcast(self.extmap_ids.remap(offer.sdp))
         await self.pc.setLocalDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         self._refresh_publications()
         mids = {s.transceiver.mid: s.track_id for s in self.slots if s.track_id and s.transceiver.mid}
@@ -212,15 +238,15 @@ class PeerSession:
                 section = sdp.section_by_mid(text, mid) if text else None
                 if section is None:
                     continue
-                publication.relay.update_codecs({
-                    pt: c.mime for pt, c in section.codecs.items() if not c.mime.endswith(NON_MEDIA_CODECS)
-                })
+                codecs = {pt: c.mime for pt, c in section.codecs.items() if not c.mime.endswith(NON_MEDIA_CODECS)}
+                for relay in publication.relays:
+                    relay.update_codecs(codecs)
             section = sdp.section_by_mid(remote, mid) if remote else None
-            if section is not None:
+            if section is not None and not publication.rids:  # simulcast SSRCs come from the rid extension
                 self._ignored_ssrcs.update(section.rtx_ssrcs)
                 for ssrc in section.ssrcs:
                     if ssrc not in section.rtx_ssrcs:
-                        self._relay_by_ssrc[ssrc] = publication.relay
+                        self._relay_by_ssrc[ssrc] = publication.relays[0]
                         publication.ssrcs.add(ssrc)
 
     def _on_rtp(self, data: bytes, arrival_time_ms: int) -> None:
@@ -241,7 +267,9 @@ class PeerSession:
         relay.forward(data)
 
     def _learn_ssrc(self, ssrc: int, data: bytes) -> TrackRelay | None:
-        """An SSRC the SDP did not announce: identify its m-line by the mid header extension."""
+        """An SSRC the SDP did not announce: identify its m-line by the mid header extension and
+        its simulcast layer by the rid extension (RFC 8852). Browsers stop sending both once our
+        receiver reports name the SSRC, so what is learned here is kept."""
         if ssrc in self._ignored_ssrcs or self._mid_ext_id is None:
             return None
         mid = find_extension(data, self._mid_ext_id)
@@ -250,9 +278,19 @@ class PeerSession:
         publication = self.publications.get(mid.decode("ascii", "replace"))
         if publication is None:
             return None
-        self._relay_by_ssrc[ssrc] = publication.relay
+        relay = publication.relays[0]
+        if publication.rids:
+            if self._repaired_rid_ext_id is not None and find_extension(data, self._repaired_rid_ext_id):
+                self._ignored_ssrcs.add(ssrc)  # RTX of a layer: we never NACK, so never forward it
+                return None
+            rid = find_extension(data, self._rid_ext_id) if self._rid_ext_id is not None else None
+            layer = publication.relay_for_rid(rid.decode("ascii", "replace")) if rid else None
+            if layer is None:
+                return None
+            relay = layer
+        self._relay_by_ssrc[ssrc] = relay
         publication.ssrcs.add(ssrc)
-        return publication.relay
+        return relay
 
     def _configure_slots(self, answer_sdp: str) -> None:
         """After the subscriber answered: payload types, RTX, extension ids and the transport."""
@@ -279,12 +317,10 @@ class PeerSession:
                                 next((c.clock_rate for c in section.codecs.values()), 0))
             log.debug("slot %s configured: pts %s rtx %s ext %s", mid, pt_by_mime, rtx_pt,
                       self._ext_map(downtrack, section))
-            if slot.configured_for is not downtrack:
-                slot.configured_for = downtrack
-                downtrack.relay.add(downtrack)
+            slot.configured_for = downtrack
 
     def _ext_map(self, downtrack: DownTrack, section: MediaSection) -> dict[int, int]:
-        publisher_ids = getattr(downtrack.relay, "ext_ids", {})
+        publisher_ids = downtrack.layers[0].ext_ids
         return {in_id: section.extmaps[uri] for uri, in_id in publisher_ids.items()
                 if uri in section.extmaps and uri not in ROUTING_URIS}
 
@@ -304,6 +340,16 @@ class PeerSession:
                 downtrack.on_keyframe_request()
         elif name == "RtcpPsfbPacket" and packet.fmt == RTCP_PSFB_APP:
             COUNTERS.remb_received += 1
+            try:
+                bitrate_bps, _ = unpack_remb_fci(packet.fci)
+            except ValueError:
+                COUNTERS.rtcp_malformed += 1
+                return
+            self.estimate.on_remb(bitrate_bps, packet)
+        elif name in ("RtcpRrPacket", "RtcpSrPacket"):
+            for report in packet.reports:
+                if report.ssrc == slot.out.ssrc:
+                    self.estimate.on_loss(report.fraction_lost / 256)
 
     async def close(self) -> None:
         if self.closed:

@@ -44,6 +44,7 @@ class MediaSection:
     ssrcs: list[int] = field(default_factory=list)
     rtx_ssrcs: dict[int, int] = field(default_factory=dict)  # rtx ssrc -> media ssrc (FID group)
     port: int = 9
+    send_rids: list[str] = field(default_factory=list)  # a=rid:<id> send, in a=simulcast:send order
 
     @property
     def rejected(self) -> bool:
@@ -81,6 +82,7 @@ def media_sections(sdp: str) -> list[MediaSection]:
         for line in lines[1:]:
             _read_attribute(sec, line, fid)
         sec.rtx_ssrcs = {rtx: media for media, rtx in fid}
+        sec.send_rids = _simulcast_send_rids(lines)
         sections.append(sec)
     return sections
 
@@ -113,6 +115,43 @@ def _read_attribute(sec: MediaSection, line: str, fid: list[tuple[int, int]]) ->
         ssrc = int(line[7:].split()[0])
         if ssrc not in sec.ssrcs:
             sec.ssrcs.append(ssrc)
+
+
+def _simulcast_send_rids(lines: list[str]) -> list[str]:
+    """RFC 8853 §5.1: `a=simulcast:send q;h;f` lists the layers (alternatives after `,` are
+    ignored, paused `~` layers kept); only rids also declared `a=rid:<id> send` count."""
+    declared = [line[6:].split()[0] for line in lines
+                if line.startswith("a=rid:") and len(line[6:].split()) > 1 and line[6:].split()[1] == "send"]
+    simulcast = next((line for line in lines if line.startswith("a=simulcast:")), None)
+    if simulcast is None:
+        return []
+    words = simulcast[len("a=simulcast:"):].split()
+    order: list[str] = []
+    for direction, rid_list in zip(words[::2], words[1::2], strict=False):
+        if direction == "send":
+            order = [alt.split(",")[0].lstrip("~") for alt in rid_list.split(";")]
+    return [rid for rid in order if rid in declared]
+
+
+def add_simulcast_recv(sdp: str, mid: str, rids: list[str], ext_ids: dict[str, int]) -> str:
+    """Make our description receive simulcast in the m-section of `mid`: the rid and repaired-rid
+    extmaps (the ids the client chose), `a=rid:<id> recv` per layer and `a=simulcast:recv`.
+    Chromium sends only its first layer unless our answer says this, and fails to answer a
+    re-offer that forgets it; so every description the server makes carries it."""
+    parts = re.split(r"(?m)^(?=m=)", sdp)
+    out = []
+    for part in parts:
+        if part.startswith("m=") and re.search(rf"(?m)^a=mid:{re.escape(mid)}\r?$", part):
+            eol = "\r\n" if "\r\n" in part else "\n"
+            part = part.rstrip("\r\n") + eol
+            for uri in (URI_RID, URI_REPAIRED_RID):
+                if uri in ext_ids and f" {uri}" not in part:
+                    part += f"a=extmap:{ext_ids[uri]} {uri}{eol}"
+            part = re.sub(r"(?m)^a=(rid|simulcast):.*\r?\n", "", part)
+            part += "".join(f"a=rid:{rid} recv{eol}" for rid in rids)
+            part += f"a=simulcast:recv {';'.join(rids)}{eol}"
+        out.append(part)
+    return "".join(out)
 
 
 def section_by_mid(sdp: str, mid: str) -> MediaSection | None:

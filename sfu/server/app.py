@@ -1,8 +1,10 @@
-"""The HTTP side of one server: demo page, static JS client, WebSocket signaling, health, metrics."""
+"""The HTTP side of one server: demo page, static JS client, WebSocket signaling, health and
+readiness, metrics, and the admin API."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from pathlib import Path
 
@@ -10,7 +12,10 @@ from aiohttp import web
 
 from sfu import metrics
 from sfu.config import Config
+from sfu.room.allocation import AllocationLoop
 from sfu.room.room import RoomRegistry
+from sfu.server.loop_watchdog import watch_loop_lag
+from sfu.server.node import Node
 from sfu.signaling.session import SignalingSession
 
 log = logging.getLogger(__name__)
@@ -18,7 +23,9 @@ log = logging.getLogger(__name__)
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 CONFIG_KEY = web.AppKey("config", Config)
 ROOMS_KEY = web.AppKey("rooms", RoomRegistry)
+NODE_KEY = web.AppKey("node", Node)
 SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
+WATCHDOG_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("watchdog")
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -34,6 +41,15 @@ async def healthz(request: web.Request) -> web.Response:
     })
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Accepting joins: 200, else (draining) 503 — load balancers stop sending new clients."""
+    drain = request.app[NODE_KEY].drain
+    if drain.active:
+        return web.json_response({"ready": False, "draining": True, "deadline_s": round(drain.remaining_s, 3)},
+                                 status=503)
+    return web.json_response({"ready": True, "draining": False})
+
+
 async def metrics_endpoint(request: web.Request) -> web.Response:
     return web.Response(body=metrics.render(), content_type="text/plain", charset="utf-8",
                         headers={"X-Content-Type-Options": "nosniff"})
@@ -47,7 +63,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     await ws.prepare(request)
     sockets = request.app[SOCKETS_KEY]
     sockets.add(ws)
-    session = SignalingSession(ws, request.app[ROOMS_KEY], config, peer=str(request.remote))
+    session = SignalingSession(ws, request.app[NODE_KEY], peer=str(request.remote))
     try:
         await session.run()
     finally:
@@ -55,22 +71,36 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     return ws
 
 
+async def _on_startup(app: web.Application) -> None:
+    app[WATCHDOG_KEY] = asyncio.ensure_future(watch_loop_lag())
+
+
 async def _on_shutdown(app: web.Application) -> None:
     for ws in list(app[SOCKETS_KEY]):  # type: ignore[index]  # aiohttp overloads confuse mypy here
         await ws.close(code=1001, message=b"server shutting down")
     await asyncio.wait_for(app[ROOMS_KEY].close(), app[CONFIG_KEY].shutdown_timeout_s)
+    node = app[NODE_KEY]
+    if node.webhooks is not None:
+        await node.webhooks.close(timeout_s=min(2.0, app[CONFIG_KEY].shutdown_timeout_s))
+    watchdog = app.get(WATCHDOG_KEY)
+    if watchdog is not None:
+        watchdog.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await watchdog
 
 
 def create_app(config: Config) -> web.Application:
     app = web.Application(client_max_size=config.max_message_bytes * 4)
-    rooms = RoomRegistry(config.max_participants)
+    node = Node.create(config)
     app[CONFIG_KEY] = config
-    app[ROOMS_KEY] = rooms
+    app[ROOMS_KEY] = node.rooms
+    app[NODE_KEY] = node
     app[SOCKETS_KEY] = set()
-    metrics.install(rooms)
+    metrics.install(node.rooms)
     app.router.add_get("/", index)
     app.router.add_get("/ws", websocket)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_endpoint)
     if WEB_DIR.is_dir():
         app.router.add_static("/web/", WEB_DIR, show_index=False)
@@ -78,5 +108,13 @@ def create_app(config: Config) -> web.Application:
         from sfu.server import debug
 
         debug.install(app)
+    if config.admin.api_key:
+        from sfu.server.admin import create_admin_app
+
+        app.add_subapp("/admin/", create_admin_app(node))
+    app.on_startup.append(_on_startup)
     app.on_shutdown.append(_on_shutdown)
+    allocation = AllocationLoop(node.rooms)
+    app.on_startup.append(allocation.on_startup)
+    app.on_cleanup.append(allocation.on_cleanup)
     return app

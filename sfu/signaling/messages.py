@@ -25,6 +25,10 @@ class ErrorCode(StrEnum):
     TOO_LARGE = "too_large"
     ROOM_FULL = "room_full"
     UNKNOWN_TRACK = "unknown_track"
+    UNAUTHORIZED = "unauthorized"
+    TOKEN_EXPIRED = "token_expired"
+    FORBIDDEN = "forbidden"
+    DRAINING = "draining"
     INTERNAL = "internal"
 
 
@@ -91,13 +95,29 @@ def _track_ids(msg: dict[str, Any]) -> None:
         raise SignalingError(ErrorCode.BAD_MESSAGE, "'track_ids' must be a list of strings")
 
 
+def _optional_int(msg: dict[str, Any], key: str, low: int, high: int) -> None:
+    value = msg.get(key)
+    if value is None:
+        return
+    if not isinstance(value, int) or isinstance(value, bool) or not low <= value <= high:
+        raise SignalingError(ErrorCode.BAD_MESSAGE, f"'{key}' must be an integer from {low} to {high}")
+
+
+def _set_quality(msg: dict[str, Any]) -> None:
+    _str(msg, "track_id", max_chars=64)
+    _optional_int(msg, "max_width", 0, 16384)
+    _optional_int(msg, "max_height", 0, 16384)
+    _optional_int(msg, "layer", 0, 16)
+
+
 def _nothing(msg: dict[str, Any]) -> None:
     return None
 
 
 VALIDATORS = {
     "join": _join, "offer": _offer, "answer": _answer, "candidate": _candidate,
-    "subscribe": _track_ids, "unsubscribe": _track_ids, "leave": _nothing, "ping": _nothing,
+    "subscribe": _track_ids, "unsubscribe": _track_ids, "set_quality": _set_quality,
+    "leave": _nothing, "ping": _nothing,
 }
 
 

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import WSMsgType, web
 
-from sfu.config import Config
+from sfu import ice_servers
+from sfu.auth import authorize_join
 from sfu.room.participant import Participant
-from sfu.room.room import RoomRegistry
 from sfu.signaling.messages import ErrorCode, SignalingError, error, message, parse
+
+if TYPE_CHECKING:
+    from sfu.server.node import Node
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +23,21 @@ OUTBOX_LIMIT = 1000  # queued server messages before a client that does not read
 
 
 class SignalingSession:
-    def __init__(self, ws: web.WebSocketResponse, registry: RoomRegistry, config: Config, peer: str) -> None:
+    def __init__(self, ws: web.WebSocketResponse, node: Node, peer: str) -> None:
         self.ws = ws
-        self.registry = registry
-        self.config = config
+        self.node = node
+        self.registry = node.rooms
+        self.config = node.config
         self.peer = peer
         self.participant: Participant | None = None
+        self.can_subscribe = True
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_LIMIT)
         self.errors = 0
 
     async def send(self, msg: dict[str, Any]) -> None:
         """Queue a message; never blocks the room on a slow socket."""
+        if self.node.address_map and msg.get("type") in ("offer", "answer"):
+            msg = {**msg, "sdp": self.node.address_map.rewrite_sdp(msg["sdp"])}
         try:
             self.outbox.put_nowait(msg)
         except asyncio.QueueFull:
@@ -87,8 +94,12 @@ class SignalingSession:
 
     async def _client_error(self, exc: SignalingError, request_id: Any = None) -> None:
         self.errors += 1
-        who = self.participant.id if self.participant else self.peer
-        log.warning("%s: %s: %s", who, exc.code, exc.message)
+        participant = self.participant
+        who = participant.id if participant else self.peer
+        log.warning("%s: %s: %s", who, exc.code, exc.message,
+                    extra={"event": "error", "code": str(exc.code), "peer": self.peer,
+                           "participant": participant.id if participant else None,
+                           "room": participant.room.name if participant else None})
         from sfu.metrics import SIGNALING_ERRORS
 
         SIGNALING_ERRORS.labels(code=str(exc.code)).inc()
@@ -111,7 +122,13 @@ class SignalingSession:
             await participant.handle_answer(msg["sdp"])
         elif kind == "candidate":
             await participant.handle_candidate(msg.get("candidate"))
+        elif kind == "set_quality":
+            if msg["track_id"] not in participant.room.tracks:
+                raise SignalingError(ErrorCode.UNKNOWN_TRACK, f"no such track: {msg['track_id']}")
+            participant.set_quality(msg["track_id"], msg.get("max_width"), msg.get("max_height"), msg.get("layer"))
         elif kind in ("subscribe", "unsubscribe"):
+            if kind == "subscribe" and not self.can_subscribe:
+                raise SignalingError(ErrorCode.FORBIDDEN, "the access token does not grant subscribing")
             unknown = [t for t in msg["track_ids"] if t not in participant.room.tracks]
             if kind == "subscribe" and unknown:
                 raise SignalingError(ErrorCode.UNKNOWN_TRACK, f"no such track: {', '.join(unknown[:5])}")
@@ -123,21 +140,39 @@ class SignalingSession:
     async def _join(self, msg: dict[str, Any]) -> None:
         if self.participant is not None:
             raise SignalingError(ErrorCode.WRONG_STATE, "already joined")
+        if self.node.drain.active:
+            raise SignalingError(ErrorCode.DRAINING, "this server is draining; join another one")
+        auth = self.config.auth
+        grant = authorize_join(dev_mode=auth.dev_mode, secret=auth.jwt_secret, token=msg.get("token"),
+                               room=msg["room"], identity="")
+        self.can_subscribe = grant.can_subscribe
         room = self.registry.get_or_create(msg["room"])
         try:
-            participant = room.join(str(msg.get("name") or ""), self.send,
-                                    auto_subscribe=msg.get("auto_subscribe", True),
-                                    ice_servers=self.config.rtc_ice_servers())
+            participant = room.join(grant.name or str(msg.get("name") or ""), self.send,
+                                    auto_subscribe=msg.get("auto_subscribe", True) and grant.can_subscribe,
+                                    ice_servers=self.config.rtc_ice_servers(), identity=grant.identity,
+                                    can_publish=grant.can_publish)
         except SignalingError:
             if room.empty:
                 self.registry.rooms.pop(room.name, None)
             raise
         self.participant = participant
-        await self.send(room.joined_message(participant, self.config.client_ice_servers()))
+        self.node.sessions[participant.id] = self
+        await self.send(room.joined_message(participant,
+                                            ice_servers.client_ice_servers(self.config, participant.identity)))
         await room.broadcast(message("participant_joined", participant=participant.info()), exclude=participant)
         participant.schedule_negotiation()
 
     async def _leave(self) -> None:
         participant, self.participant = self.participant, None
-        if participant is not None and not participant.left:
+        if participant is None:
+            return
+        if self.node.sessions.get(participant.id) is self:
+            del self.node.sessions[participant.id]
+        if not participant.left:
             await self.registry.leave(participant)
+
+    async def kick(self, code: int, reason: str) -> None:
+        """Remove this participant (admin API, drain timeout) and close the socket with `code`."""
+        await self._leave()
+        await self.ws.close(code=code, message=reason.encode())

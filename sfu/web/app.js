@@ -94,6 +94,14 @@ function onTrackEnded({ trackId }) {
   }
 }
 
+/** An operator muted a track: the server forwards nothing, so dim its element. */
+function markMuted(trackId, muted) {
+  for (const tile of tiles.values()) {
+    const media = tile.media.get(trackId);
+    if (media) media.classList.toggle('muted', muted);
+  }
+}
+
 function isVideo(media) {
   return media instanceof HTMLVideoElement;
 }
@@ -112,6 +120,12 @@ client.addEventListener('state', (e) => {
   } else {
     refreshStatus();
   }
+});
+client.addEventListener('trackmuted', (e) => markMuted(e.detail.trackId, true));
+client.addEventListener('trackunmuted', (e) => markMuted(e.detail.trackId, false));
+client.addEventListener('draining', (e) => {
+  lastError = `the server is shutting down (in ${e.detail.deadlineS} s)`;
+  refreshStatus();
 });
 client.addEventListener('error', (e) => {
   lastError = `${e.detail.code}: ${e.detail.message}`;

@@ -13,12 +13,17 @@
  *   await client.publish(await navigator.mediaDevices.getUserMedia({ video: true, audio: true }));
  *
  * Events (CustomEvent, data in `detail`): joined, participantjoined, participantleft,
- * trackpublished, trackunpublished, track, trackended, error, state.
+ * trackpublished, trackunpublished, track, trackended, trackmuted, trackunmuted, draining, error,
+ * state.
  */
 
 const LOG = '[sfu-client]';
 const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 20000;
+/** Why the server closed the socket, by WebSocket close code (docs/protocol.md, Transport). */
+const CLOSE_REASONS = {
+  1000: 'closed', 1001: 'server shutting down', 4001: 'removed by an operator', 4002: 'room closed',
+};
 
 /** The protocol's source of a track of `kind` published with the `source` option `option`. */
 function sourceOf(kind, option) {
@@ -66,6 +71,7 @@ export class SfuClient extends EventTarget {
     this._pendingPublishes = []; // {publications, resolve, reject} waiting for an answer
     this._offerWanted = false; // something to (re)offer once signaling is stable
     this._offerFailed = false; // our last offer could not be made: wait for a change before retrying
+    this._offerSeq = 0; // our offers carry `id: offer-N`, so an error can name the one it refuses
     this._pingTimer = null;
     this._joinWaiter = null;
   }
@@ -160,6 +166,13 @@ export class SfuClient extends EventTarget {
       case 'participant_left': return this._onParticipantLeft(msg.participant_id);
       case 'track_published': return this._onTrackPublished(msg.track);
       case 'track_unpublished': return this._onTrackUnpublished(msg.track_id, msg.participant_id);
+      case 'track_muted': // an operator stopped forwarding it; the m-line stays
+        return this._emit('trackmuted', { trackId: msg.track_id, participantId: msg.participant_id });
+      case 'track_unmuted':
+        return this._emit('trackunmuted', { trackId: msg.track_id, participantId: msg.participant_id });
+      case 'draining':
+        console.warn(LOG, `server draining: connections close in ${msg.deadline_s} s`);
+        return this._emit('draining', { deadlineS: msg.deadline_s });
       case 'offer': return this._onServerOffer(msg);
       case 'answer': return this._onServerAnswer(msg);
       case 'error': return this._onError(msg);
@@ -260,9 +273,9 @@ export class SfuClient extends EventTarget {
       this._joinWaiter.reject(Object.assign(new Error(msg.message), detail));
       this._joinWaiter = null;
     }
-    if (msg.code === 'bad_sdp' && this.pc && this.pc.signalingState === 'have-local-offer') {
-      // The server refused our offer and kept its previous state: go back to it, and do not
-      // offer again before something changes (a loop of refused offers helps nobody).
+    if (msg.id === `offer-${this._offerSeq}` && this.pc && this.pc.signalingState === 'have-local-offer') {
+      // The server refused our offer (bad_sdp, forbidden) and kept its previous state: go back to
+      // it, and do not offer again before something changes (refused offers in a loop help nobody).
       await this.pc.setLocalDescription({ type: 'rollback' });
       this._dropRolledBackSenders();
       this._restoreSenders();
@@ -310,7 +323,8 @@ export class SfuClient extends EventTarget {
       if (pub.transceiver.mid !== null) tracks[pub.transceiver.mid] = { source: pub.source };
     }
     console.info(LOG, 'sending offer; new tracks', JSON.stringify(tracks));
-    this._send({ type: 'offer', sdp: pc.localDescription.sdp, tracks });
+    this._offerSeq += 1;
+    this._send({ type: 'offer', id: `offer-${this._offerSeq}`, sdp: pc.localDescription.sdp, tracks });
   }
 
   _settlePublishes() {
@@ -415,10 +429,11 @@ export class SfuClient extends EventTarget {
 
   _onSocketClosed(e) {
     if (this.state === 'closed') return;
-    console.warn(LOG, `websocket closed (code ${e.code})`);
-    if (this._joinWaiter) this._joinWaiter.reject(new Error(`websocket closed (code ${e.code})`));
+    const reason = CLOSE_REASONS[e.code] || `disconnected (code ${e.code})`;
+    console.warn(LOG, `websocket closed: ${reason}`);
+    if (this._joinWaiter) this._joinWaiter.reject(new Error(`websocket closed: ${reason}`));
     this._joinWaiter = null;
-    this._close('disconnected');
+    this._close(reason);
   }
 
   _close(reason) {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -71,7 +72,7 @@ async def test_three_participants_see_each_other_and_one_leaves(
             pages.append(await open_participant(browser, demo_server.url, name, logs))
 
         # Every page shows the other two participants' videos, and they are decoding.
-        videos = [await wait_for(lambda p=p: _playing_async(p, 2), MEDIA_TIMEOUT_S,
+        videos = [await wait_for(partial(_playing_async, p, 2), MEDIA_TIMEOUT_S,
                                  f"two playing remote videos on {logs[i].label}")
                   for i, p in enumerate(pages)]
         for i, page_videos in enumerate(videos):
@@ -88,7 +89,7 @@ async def test_three_participants_see_each_other_and_one_leaves(
         await pages[2].click("#leave")
         remaining = []
         for i, page in enumerate(pages[:2]):
-            remaining.append(await wait_for(lambda p=page: _playing_async(p, 1), LEAVE_TIMEOUT_S,
+            remaining.append(await wait_for(partial(_playing_async, page, 1), LEAVE_TIMEOUT_S,
                                             f"{logs[i].label} to drop p3's tile"))
             assert leaver_id not in {v["participantId"] for v in remaining[i]}
             tiles = await page.evaluate("document.querySelectorAll('.tile.remote').length")

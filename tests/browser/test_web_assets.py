@@ -12,7 +12,8 @@ import pytest
 WEB = Path(__file__).resolve().parents[2] / "sfu" / "web"
 MODULES = ["sfu-client.js", "app.js"]
 CLIENT_EVENTS = ["joined", "participantjoined", "participantleft", "trackpublished",
-                 "trackunpublished", "track", "trackended", "error", "state"]
+                 "trackunpublished", "track", "trackended", "trackmuted", "trackunmuted",
+                 "draining", "error", "state"]
 
 
 def test_index_page_loads_the_served_assets() -> None:

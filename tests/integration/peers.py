@@ -87,6 +87,8 @@ class Received:
     kind: str
     frames: int = 0
     sizes: set[tuple[int, int]] = field(default_factory=set)
+    last_size: tuple[int, int] | None = None
+    frame_times: list[float] = field(default_factory=list)  # monotonic arrival of each decoded frame
     ended: bool = False
     task: asyncio.Task[None] | None = None
 
@@ -118,6 +120,8 @@ class Participant:
             received.frames += 1
             if received.kind == "video":
                 received.sizes.add((frame.width, frame.height))
+                received.last_size = (frame.width, frame.height)
+                received.frame_times.append(time.monotonic())
 
     async def join(self, video_size: tuple[int, int] | None = (320, 180), audio: bool = True) -> None:
         tracks: list[tuple[MediaStreamTrack, str]] = []

@@ -1,0 +1,1 @@
+"""Bandwidth: per-subscriber estimates and the layer allocator."""

@@ -1,0 +1,228 @@
+"""The allocation loop: every tick, measure each layer's bitrate, then for each subscriber let
+the LayerAllocator pick the layer of every video track it receives, apply it to the downtracks
+and tell the subscriber (`quality_changed`). docs/allocation.md explains the rules."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from sfu.bwe.allocator import Demand, Layer, LayerAllocator
+from sfu.bwe.estimator import SubscriberEstimate
+from sfu.media.downtrack import DownTrack
+from sfu.media.relay import TrackRelay
+from sfu.signaling.messages import message
+
+if TYPE_CHECKING:
+    from sfu.room.participant import Participant, PublishedTrack
+    from sfu.room.room import RoomRegistry
+
+log = logging.getLogger(__name__)
+
+TICK_S = 0.5
+RATE_WEIGHT = 0.3  # EWMA weight of the newest bitrate sample
+STALE_LAYER_S = 2.0  # a layer that sent nothing for this long is not offered
+CONGESTION_RATIO = 0.75  # ...75 % of what we send, without rising: the subscriber's link is the limit.
+# (Not 90 %: estimators count payload bytes, we count packets, and at low rates a key frame
+# burst alone makes them back off to ~0.85x; a real bottleneck drives the ratio far lower.)
+CONGESTION_WINDOW_S = 2.0  # congestion: for this long, every REMB was below...
+MIN_MEASURABLE_BPS = 30_000  # below this, receive rate says nothing about congestion
+PROBE_CHECK_S = 5.0  # after a probe: congestion within this time means the link cannot carry it
+PROBE_BACKOFF_S = (4.0, 10.0)  # wait before the next probe: doubles per failure, resets on success
+
+
+@dataclass
+class QualityPrefs:
+    max_width: int | None = None
+    max_height: int | None = None
+    max_layer: int | None = None
+
+
+@dataclass
+class SubscriberBandwidth:
+    """One subscriber's estimate, preferences and allocation state."""
+
+    estimate: SubscriberEstimate = field(default_factory=SubscriberEstimate)
+    allocator: LayerAllocator = field(default_factory=LayerAllocator)
+    prefs: dict[str, QualityPrefs] = field(default_factory=dict)
+    receive_rate_bps: float = 0.0
+    _bytes_sent: int = 0
+    _last_tick_s: float = 0.0
+    _probe_backoff_s: float = PROBE_BACKOFF_S[0]
+    _next_probe_s: float = 0.0
+    _probe: tuple[float, float] | None = None  # (time, bitrate needed) of the running probe
+    decided: dict[str, tuple[int | None, str]] = field(default_factory=dict)
+
+    def measure(self, now_s: float, downtracks: list[DownTrack]) -> None:
+        sent = sum(d.bytes_sent for d in downtracks)
+        if self._last_tick_s:
+            elapsed = max(1e-3, now_s - self._last_tick_s)
+            sample = max(0, sent - self._bytes_sent) * 8 / elapsed
+            self.receive_rate_bps += RATE_WEIGHT * (sample - self.receive_rate_bps)
+        self._bytes_sent, self._last_tick_s = sent, now_s
+
+    @property
+    def congested(self) -> bool:
+        """A receiver-side estimate (REMB) follows what arrives: while the link keeps up it rises
+        (slowly: ~8 %/s, so it lags behind an up-switch and that lag means nothing); when queues
+        grow the receiver's delay detector cuts it to ~0.85x of what gets through. So congestion
+        is an estimate held well below what we send for a while, or loss reports say packets
+        are lost. Noise (one cut on a busy host) does not pause anyone."""
+        if self.estimate.loss_fraction > 0.1:
+            return True
+        rate = self.receive_rate_bps
+        if rate <= MIN_MEASURABLE_BPS:
+            return False
+        return self.estimate.held_below(CONGESTION_RATIO * rate, CONGESTION_WINDOW_S, time.monotonic())
+
+    def budget_bps(self, allocated_bps: float, headroom: float) -> float:
+        """What the allocator may plan with: the estimate when congested, else at least what is
+        allocated now (the estimate of an uncongested link only says 'at least what arrives')."""
+        if self.congested:
+            return self.estimate.estimate_bps
+        return max(self.estimate.estimate_bps, allocated_bps / headroom)
+
+    def probe_allowed(self, now_s: float) -> bool:
+        """Probe (step up beyond the estimate) only on an uncongested link, after the backoff."""
+        if self._probe is not None:
+            started, _ = self._probe
+            if self.congested:  # the link could not carry the step: back off
+                self._probe = None
+                self._next_probe_s = now_s + self._probe_backoff_s
+                self._probe_backoff_s = min(self._probe_backoff_s * 2, PROBE_BACKOFF_S[1])
+            elif now_s - started >= PROBE_CHECK_S:
+                self._probe = None
+                self._probe_backoff_s = PROBE_BACKOFF_S[0]
+            return False
+        return not self.congested and now_s >= self._next_probe_s
+
+    def probe_started(self, now_s: float, needed_bps: float) -> None:
+        self._probe = (now_s, needed_bps)
+
+
+def measure_layers(tracks: list[PublishedTrack], now_s: float, elapsed_s: float) -> None:
+    for track in tracks:
+        for relay in track.relays:
+            _measure(relay, now_s, elapsed_s)
+
+
+def _measure(relay: TrackRelay, now_s: float, elapsed_s: float) -> None:
+    sample = max(0, relay.bytes_in - relay.rate_bytes) * 8 / max(elapsed_s, 1e-3)
+    if relay.bytes_in != relay.rate_bytes:
+        relay.last_packet_s = now_s
+    relay.rate_bytes = relay.bytes_in
+    relay.bitrate_bps += RATE_WEIGHT * (sample - relay.bitrate_bps) if relay.bitrate_bps else sample
+
+
+def _layer_sizes(relays: list[TrackRelay]) -> list[tuple[int, int]]:
+    """Sizes seen in each layer's key frames; a layer not seen yet is assumed to be the known
+    layer above it scaled by 1/2 per step (browsers' default 1/4, 1/2, 1)."""
+    sizes = [(r.width, r.height) for r in relays]
+    for i in range(len(sizes) - 2, -1, -1):
+        if sizes[i] == (0, 0) and sizes[i + 1] != (0, 0):
+            sizes[i] = (sizes[i + 1][0] // 2, sizes[i + 1][1] // 2)
+    return sizes
+
+
+def allocate(participant: Participant, now_s: float) -> list[dict[str, Any]]:
+    """One subscriber's decisions for this tick; returns the `quality_changed` events to send."""
+    bandwidth = participant.bandwidth
+    slots = [s for s in participant.peer.slots if s.downtrack is not None and s.track_id]
+    downtracks = [s.downtrack for s in slots if s.downtrack is not None]
+    bandwidth.measure(now_s, downtracks)
+    room_tracks = participant.room.tracks
+    fixed_bps = 0.0
+    demands: list[Demand] = []
+    by_key: dict[str, tuple[DownTrack, PublishedTrack]] = {}
+    for slot in slots:
+        downtrack, track = slot.downtrack, room_tracks.get(slot.track_id or "")
+        if downtrack is None or track is None or not downtrack.attached:
+            continue
+        if track.kind == "audio":
+            fixed_bps += track.relay.bitrate_bps
+            continue
+        prefs = bandwidth.prefs.get(track.id, QualityPrefs())
+        layers = [Layer(r.bitrate_bps, w, h, now_s - r.last_packet_s < STALE_LAYER_S)
+                  for r, (w, h) in zip(track.relays, _layer_sizes(track.relays), strict=True)]
+        current = None if downtrack.paused else downtrack.layer_index
+        demands.append(Demand(track.id, layers, current, started=track.id in bandwidth.decided,
+                              priority=2 if track.source == "screen" else 0, max_width=prefs.max_width,
+                              max_height=prefs.max_height, max_layer=prefs.max_layer))
+        by_key[track.id] = (downtrack, track)
+    allocated = sum(d.layers[d.current].bitrate_bps for d in demands if d.current is not None) + fixed_bps
+    probe = bandwidth.probe_allowed(now_s)
+    budget = bandwidth.budget_bps(allocated, bandwidth.allocator.headroom)
+    decisions = bandwidth.allocator.allocate(now_s, budget, fixed_bps, demands, probe)
+    events = []
+    for key, decision in decisions.items():
+        downtrack, track = by_key[str(key)]
+        if decision.reason in ("up: probe", "resumed: probe") and decision.layer is not None:
+            bandwidth.probe_started(now_s, allocated + track.relays[decision.layer].bitrate_bps)
+        changed = downtrack.select_layer(decision.layer)
+        previous = bandwidth.decided.get(track.id)
+        bandwidth.decided[track.id] = (decision.layer, decision.reason)
+        if changed or previous is None or previous[0] != decision.layer:
+            events.append(_quality_changed(participant, track, decision.layer, decision.reason))
+    for track_id in list(bandwidth.decided):
+        if track_id not in by_key:
+            del bandwidth.decided[track_id]
+    return events
+
+
+def _quality_changed(participant: Participant, track: PublishedTrack, layer: int | None,
+                     reason: str) -> dict[str, Any]:
+    relay = track.relays[layer] if layer is not None else None
+    estimate = participant.bandwidth.estimate.estimate_bps
+    log.info("subscriber %s track %s: layer %s (%s), estimate %.0f kb/s, reason %s", participant.id, track.id,
+             relay.rid if relay else "paused", f"{relay.width}x{relay.height}" if relay else "-",
+             estimate / 1000, reason)
+    return message("quality_changed", track_id=track.id, layer=relay.rid if relay else None,
+                   width=relay.width if relay else 0, height=relay.height if relay else 0,
+                   paused=layer is None, reason=reason, estimate_bps=int(estimate))
+
+
+class AllocationLoop:
+    """One task for the whole process: cheap (a few dict walks per subscriber per tick)."""
+
+    def __init__(self, rooms: RoomRegistry, tick_s: float = TICK_S) -> None:
+        self.rooms = rooms
+        self.tick_s = tick_s
+        self._task: asyncio.Task[None] | None = None
+        self._last_s = time.monotonic()
+
+    def start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def on_startup(self, app: object) -> None:
+        self.start()
+
+    async def on_cleanup(self, app: object) -> None:
+        await self.stop()
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self.tick_s)
+            try:
+                await self.tick(time.monotonic())
+            except Exception:
+                log.exception("allocation tick failed")
+
+    async def tick(self, now_s: float) -> None:
+        elapsed, self._last_s = now_s - self._last_s, now_s
+        for room in list(self.rooms.rooms.values()):
+            measure_layers(list(room.tracks.values()), now_s, elapsed)
+            for participant in list(room.participants.values()):
+                if participant.left:
+                    continue
+                for event in allocate(participant, now_s):
+                    await participant.send(event)

@@ -1,0 +1,1 @@
+"""Synthetic participants for tests, load generation and bots."""

@@ -1,0 +1,58 @@
+"""Simulcast through the server: three layers in, per subscriber the layer it asked for or its
+link carries, switched without breaking the decoder."""
+
+from __future__ import annotations
+
+import pytest
+
+from sfu.client import SfuClient
+from sfu.testing.simulcast import SimulcastPublisher
+from tests.conftest import ServerProcess
+from tests.integration.peers import Participant, metric, wait_until
+
+pytestmark = [pytest.mark.slow]
+
+
+async def test_each_subscriber_gets_the_layer_it_asks_for(sfu_server: ServerProcess) -> None:
+    publisher_client = SfuClient(sfu_server.url, "sim", "pub")
+    await publisher_client.connect()
+    publisher = SimulcastPublisher(publisher_client)
+    small = Participant(sfu_server.url, "sim", "small-tile")
+    large = Participant(sfu_server.url, "sim", "large-tile")
+    try:
+        track_id = await publisher.start()
+        assert publisher_client.tracks[track_id]["layers"] == ["q", "h", "f"]
+        await small.join(video_size=None, audio=False)
+        await small.client.send("set_quality", track_id=track_id, max_width=160, max_height=90)
+        await large.join(video_size=None, audio=False)
+
+        def newest(p: Participant) -> tuple[int, int] | None:
+            received = p.received.get(track_id)
+            return received.last_size if received else None
+
+        assert await wait_until(lambda: newest(small) == (160, 90) and small.received[track_id].frames > 20, 30), \
+            f"small tile decodes {newest(small)}"
+        assert await wait_until(lambda: newest(large) == (640, 360), 30), f"large tile decodes {newest(large)}"
+        frames = large.received[track_id].frames
+        assert await wait_until(lambda: large.received[track_id].frames > frames + 20, 10)
+        assert newest(small) == (160, 90), "the small tile must stay on the low layer"
+        quality = [m for m in small.client.messages if m["type"] == "quality_changed"]
+        assert quality and quality[-1]["layer"] == "q" and quality[-1]["track_id"] == track_id
+        events = [m for m in large.client.messages if m["type"] == "quality_changed"]
+        assert events[-1]["layer"] == "f" and events[-1]["width"] == 640
+        # changing one's mind: the small tile grows
+        await small.client.send("set_quality", track_id=track_id, max_width=640, max_height=360)
+        assert await wait_until(lambda: newest(small) == (640, 360), 30), f"grown tile decodes {newest(small)}"
+        assert metric(sfu_server.url, "sfu_layer_switches_total") >= 2
+        for p in (small, large):
+            gaps = _stalls(p.received[track_id].frame_times[5:])
+            assert not gaps, f"{p.client.name}: decoded video stalled for {gaps} s across switches"
+    finally:
+        await small.close()
+        await large.close()
+        await publisher.stop()
+        await publisher_client.close()
+
+
+def _stalls(times: list[float], limit_s: float = 0.5) -> list[float]:
+    return [round(b - a, 3) for a, b in zip(times, times[1:], strict=False) if b - a > limit_s]

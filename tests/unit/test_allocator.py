@@ -1,0 +1,134 @@
+"""LayerAllocator decisions on synthetic estimates: fit, caps, hysteresis, pause, sharing."""
+
+from __future__ import annotations
+
+from sfu.bwe.allocator import Demand, Layer, LayerAllocator
+from sfu.bwe.estimator import SubscriberEstimate
+
+LAYERS = [Layer(150_000, 320, 180), Layer(500_000, 640, 360), Layer(1_500_000, 1280, 720)]
+
+
+def demand(key: str = "cam", current: int | None = 2, **kw) -> Demand:  # type: ignore[no-untyped-def]
+    return Demand(key=key, layers=[Layer(x.bitrate_bps, x.width, x.height) for x in LAYERS], current=current, **kw)
+
+
+def test_new_track_starts_at_the_highest_layer_that_fits_without_a_hold() -> None:
+    decision = LayerAllocator().allocate(0, 1_000_000, 0, [demand(current=None, started=False)])["cam"]
+    assert decision.layer == 1 and decision.reason == "initial"
+
+
+def test_down_switch_is_immediate_when_the_estimate_drops() -> None:
+    decision = LayerAllocator().allocate(0, 300_000, 0, [demand(current=2)])["cam"]
+    assert decision.layer == 0 and decision.reason.startswith("down")
+
+
+def test_up_switch_waits_for_the_hold_then_happens() -> None:
+    allocator = LayerAllocator(up_hold_s=3)
+    assert allocator.allocate(0, 5_000_000, 0, [demand(current=0)])["cam"].layer == 0
+    assert allocator.allocate(2.9, 5_000_000, 0, [demand(current=0)])["cam"].layer == 0
+    decision = allocator.allocate(3.0, 5_000_000, 0, [demand(current=0)])["cam"]
+    assert decision.layer == 2 and decision.reason.startswith("up")
+
+
+def test_a_dip_during_the_hold_restarts_it() -> None:
+    allocator = LayerAllocator(up_hold_s=3)
+    allocator.allocate(0, 5_000_000, 0, [demand(current=0)])
+    allocator.allocate(2, 200_000, 0, [demand(current=0)])  # the estimate dips: no up any more
+    assert allocator.allocate(4, 5_000_000, 0, [demand(current=0)])["cam"].layer == 0
+    assert allocator.allocate(7, 5_000_000, 0, [demand(current=0)])["cam"].layer == 2
+
+
+def test_video_pauses_below_the_lowest_layer_and_resumes_after_the_hold() -> None:
+    allocator = LayerAllocator(up_hold_s=3)
+    paused = allocator.allocate(0, 100_000, 0, [demand(current=0)])["cam"]
+    assert paused.layer is None and paused.reason.startswith("paused")
+    assert allocator.allocate(1, 1_000_000, 0, [demand(current=None)])["cam"].layer is None
+    resumed = allocator.allocate(4.5, 1_000_000, 0, [demand(current=None)])["cam"]
+    assert resumed.layer == 1 and resumed.reason == "resumed"
+
+
+def test_audio_is_paid_first() -> None:
+    # 700 kb/s would carry the middle layer, but 300 kb/s of audio leaves only the low one
+    assert LayerAllocator().allocate(0, 700_000, 300_000, [demand(current=0)])["cam"].layer == 0
+
+
+def test_requested_resolution_caps_the_layer_whatever_the_bandwidth() -> None:
+    capped = demand(current=None, started=False, max_width=320, max_height=180)
+    assert LayerAllocator().allocate(0, 50_000_000, 0, [capped])["cam"].layer == 0
+    by_layer = demand(current=None, started=False, max_layer=1)
+    assert LayerAllocator().allocate(0, 50_000_000, 0, [by_layer])["cam"].layer == 1
+
+
+def test_unknown_sizes_do_not_block_a_layer() -> None:
+    unknown = Demand("cam", [Layer(150_000), Layer(500_000), Layer(1_500_000)], None, started=False,
+                     max_width=320)
+    assert LayerAllocator().allocate(0, 50_000_000, 0, [unknown])["cam"].layer == 2
+
+
+def test_a_layer_the_publisher_stopped_is_never_chosen() -> None:
+    d = demand(current=None, started=False)
+    d.layers[2].available = False
+    assert LayerAllocator().allocate(0, 50_000_000, 0, [d])["cam"].layer == 1
+
+
+def test_short_budget_serves_screen_share_before_cameras() -> None:
+    tracks = [demand("cam-a", None, started=False), demand("screen", None, started=False, priority=2),
+              demand("cam-b", None, started=False)]
+    decisions = LayerAllocator().allocate(0, 1_000_000, 0, tracks)
+    assert decisions["screen"].layer == 1  # 150+500 for the screen...
+    assert decisions["cam-a"].layer == 0 and decisions["cam-b"].layer == 0  # ...every camera still gets video
+
+
+def test_everyone_gets_the_lowest_layer_before_anyone_gets_more() -> None:
+    tracks = [demand(f"cam-{i}", None, started=False) for i in range(4)]
+    decisions = LayerAllocator().allocate(0, 700_000, 0, tracks)  # 630 kb/s usable: 4 x 150
+    assert [decisions[f"cam-{i}"].layer for i in range(4)] == [0, 0, 0, 0]
+
+
+def test_when_the_budget_is_too_short_for_all_lower_priority_tracks_pause_first() -> None:
+    tracks = [demand("cam", None, started=False), demand("speaker", None, started=False, priority=1)]
+    decisions = LayerAllocator().allocate(0, 200_000, 0, tracks)
+    assert decisions["speaker"].layer == 0 and decisions["cam"].layer is None
+
+
+def test_estimate_drops_at_once_and_rises_gradually() -> None:
+    estimate = SubscriberEstimate(initial_bps=1_000_000)
+    estimate.on_remb(300_000)
+    assert estimate.estimate_bps == 300_000
+    estimate.on_remb(2_300_000)
+    assert 300_000 < estimate.estimate_bps < 1_000_000
+    for _ in range(30):
+        estimate.on_remb(2_300_000)
+    assert estimate.estimate_bps > 2_200_000
+
+
+def test_the_same_remb_packet_seen_by_several_senders_counts_once() -> None:
+    estimate = SubscriberEstimate(initial_bps=100_000)
+    packet = object()
+    estimate.on_remb(2_000_000, packet)
+    once = estimate.estimate_bps
+    estimate.on_remb(2_000_000, packet)
+    assert estimate.estimate_bps == once and estimate.rembs == 1
+
+
+def test_heavy_loss_cuts_the_estimate() -> None:
+    estimate = SubscriberEstimate(initial_bps=1_000_000)
+    estimate.on_loss(0.02)
+    assert estimate.estimate_bps == 1_000_000
+    estimate.on_loss(0.3)
+    assert estimate.estimate_bps < 1_000_000
+
+
+def test_probe_steps_one_track_one_layer_above_the_estimate_after_the_hold() -> None:
+    allocator = LayerAllocator(up_hold_s=3)
+    tracks = [demand("a", current=0), demand("b", current=0)]
+    assert allocator.allocate(0, 400_000, 0, tracks, probe=True)["a"].layer == 0  # hold starts
+    decisions = allocator.allocate(3, 400_000, 0, tracks, probe=True)
+    assert decisions["a"].layer == 1 and decisions["a"].reason == "up: probe"
+    assert decisions["b"].layer == 0, "one track probes at a time"
+
+
+def test_no_probe_means_no_step_above_the_estimate() -> None:
+    allocator = LayerAllocator(up_hold_s=3)
+    allocator.allocate(0, 300_000, 0, [demand(current=0)])
+    assert allocator.allocate(3, 300_000, 0, [demand(current=0)])["cam"].layer == 0
