@@ -54,9 +54,12 @@ class SubscriberEstimate:
             self.estimate_bps = max(MIN_ESTIMATE_BPS, self.estimate_bps * LOSS_CUT)
 
     def held_below(self, limit_bps: float, window_s: float, now_s: float) -> bool:
-        """Every REMB of the last `window_s` is below `limit_bps` and they did not rise: the
-        receiver keeps reporting less than it is sent (a ramp after an up-switch rises instead)."""
+        """The receiver cut its REMB within the last `window_s`, every REMB since is below
+        `limit_bps`, and they did not rise: it keeps reporting less than it is sent. (A ramp after
+        an up-switch rises; the flat start of an estimator, before it has seen a limit, never cut.)"""
         recent = [bps for t, bps in self.history if now_s - t <= window_s]
-        if len(recent) < 2 or not self.history or now_s - self.history[0][0] < window_s:
+        if len(recent) < 3 or now_s - self.history[0][0] < window_s or now_s - self.last_decrease_s > window_s:
             return False
-        return max(recent) < limit_bps and recent[-1] <= recent[0] * 1.02
+        third = max(1, len(recent) // 3)
+        rising = sum(recent[-third:]) / third > sum(recent[:third]) / third * 1.02
+        return max(recent) < limit_bps and not rising

@@ -29,9 +29,11 @@ STALE_LAYER_S = 2.0  # a layer that sent nothing for this long is not offered
 CONGESTION_RATIO = 0.75  # ...75 % of what we send, without rising: the subscriber's link is the limit.
 # (Not 90 %: estimators count payload bytes, we count packets, and at low rates a key frame
 # burst alone makes them back off to ~0.85x; a real bottleneck drives the ratio far lower.)
-CONGESTION_WINDOW_S = 2.0  # congestion: for this long, every REMB was below...
+CONGESTION_WINDOW_S = 3.0  # congestion: for this long, every REMB was below...
 MIN_MEASURABLE_BPS = 30_000  # below this, receive rate says nothing about congestion
 PROBE_CHECK_S = 5.0  # after a probe: congestion within this time means the link cannot carry it
+PUBLISHER_REMB_BPS = 3_000_000  # what we tell publishers they may send (all layers of one track)
+PUBLISHER_REMB_EVERY_S = 1.0
 PROBE_BACKOFF_S = (4.0, 10.0)  # wait before the next probe: doubles per failure, resets on success
 
 
@@ -188,11 +190,14 @@ def _quality_changed(participant: Participant, track: PublishedTrack, layer: int
 class AllocationLoop:
     """One task for the whole process: cheap (a few dict walks per subscriber per tick)."""
 
-    def __init__(self, rooms: RoomRegistry, tick_s: float = TICK_S) -> None:
+    def __init__(self, rooms: RoomRegistry, tick_s: float = TICK_S,
+                 publisher_remb_bps: int = PUBLISHER_REMB_BPS) -> None:
         self.rooms = rooms
         self.tick_s = tick_s
+        self.publisher_remb_bps = publisher_remb_bps
         self._task: asyncio.Task[None] | None = None
         self._last_s = time.monotonic()
+        self._last_remb_s = 0.0
 
     def start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
@@ -219,6 +224,9 @@ class AllocationLoop:
 
     async def tick(self, now_s: float) -> None:
         elapsed, self._last_s = now_s - self._last_s, now_s
+        send_remb = now_s - self._last_remb_s >= PUBLISHER_REMB_EVERY_S
+        if send_remb:
+            self._last_remb_s = now_s
         for room in list(self.rooms.rooms.values()):
             measure_layers(list(room.tracks.values()), now_s, elapsed)
             for participant in list(room.participants.values()):
@@ -226,3 +234,32 @@ class AllocationLoop:
                     continue
                 for event in allocate(participant, now_s):
                     await participant.send(event)
+                if send_remb and participant.tracks:
+                    await participant.peer.send_publisher_estimate(self.publisher_remb_bps)
+            for track in list(room.tracks.values()):
+                if track.simulcast:
+                    await _tell_layers_needed(room, track)
+
+
+def layers_needed(track: PublishedTrack, subscribers: list[Participant]) -> list[str]:
+    """Dynacast: the layers any subscriber could use, by the sizes they asked for. Bandwidth
+    never lowers this (a layer the publisher stopped could not be probed back), only tile
+    sizes do; the lowest layer is always kept for a fast start."""
+    sizes = _layer_sizes(track.relays)
+    top = 0
+    for subscriber in subscribers:
+        prefs = subscriber.bandwidth.prefs.get(track.id, QualityPrefs())
+        demand = Demand(track.id, [Layer(0, w, h) for w, h in sizes], None, max_width=prefs.max_width,
+                        max_height=prefs.max_height, max_layer=prefs.max_layer)
+        top = max(top, LayerAllocator._ceiling(demand))
+    return [relay.rid for relay in track.relays[:top + 1]]
+
+
+async def _tell_layers_needed(room: Any, track: PublishedTrack) -> None:
+    subscribers = [p for p in room.participants.values() if track.id in p.wanted and not p.left]
+    needed = layers_needed(track, subscribers) if subscribers else [track.relays[0].rid]
+    if needed != track.layers_needed:
+        track.layers_needed = needed
+        owner = room.participants.get(track.participant_id)
+        if owner is not None:
+            await owner.send(message("layers_needed", track_id=track.id, layers=needed))

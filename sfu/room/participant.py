@@ -8,7 +8,7 @@ import contextlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from aiortc import RTCIceServer
@@ -42,6 +42,7 @@ class PublishedTrack:
     name: str
     mid: str
     relays: list[TrackRelay]  # one per simulcast layer, in the publisher's order
+    layers_needed: list[str] = field(default_factory=list)  # last told to the publisher (dynacast)
 
     @property
     def relay(self) -> TrackRelay:

@@ -20,7 +20,15 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_FIR, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, unpack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    pack_remb_fci,
+    unpack_remb_fci,
+)
 from aiortc.sdp import candidate_from_sdp
 
 from sfu.bwe.estimator import SubscriberEstimate
@@ -350,6 +358,19 @@ class PeerSession:
             for report in packet.reports:
                 if report.ssrc == slot.out.ssrc:
                     self.estimate.on_loss(report.fraction_lost / 256)
+
+    async def send_publisher_estimate(self, bitrate_bps: int) -> None:
+        """REMB (draft-alvestrand-rmcat-remb) to this participant for all the SSRCs it publishes:
+        browsers cap their send rate by it, and start a simulcast top layer only when it allows."""
+        ssrcs = sorted({r.media_ssrc for p in self.publications.values() if p.kind == "video"
+                        for r in p.relays if r.media_ssrc is not None})
+        publication = next((p for p in self.publications.values() if p.kind == "video"), None)
+        if not ssrcs or publication is None or self.closed:
+            return
+        receiver = publication.transceiver.receiver
+        packet = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=publication.transceiver.sender._ssrc, media_ssrc=0,
+                                fci=pack_remb_fci(bitrate_bps, ssrcs[:255]))
+        await receiver._send_rtcp(packet)
 
     async def close(self) -> None:
         if self.closed:

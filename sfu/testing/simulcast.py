@@ -40,6 +40,7 @@ class Layer:
     sequence_number: int = field(default_factory=lambda: random.randint(0, 0x7FFF))
     encoder: Vp8Encoder = field(default_factory=Vp8Encoder)
     keyframe_requested: bool = True
+    active: bool = True  # the server's layers_needed (dynacast) can stop it
     packets_sent: int = 0
     plis: int = 0
 
@@ -69,6 +70,18 @@ class SimulcastPublisher:
                                  and t.direction == "sendonly")
         self._configure_extensions()
         self._tap_rtcp()
+        previous = self.client.on_message
+
+        def on_message(msg: dict[str, Any]) -> None:
+            if msg["type"] == "layers_needed" and msg["track_id"] == self.track_id:
+                for layer in self.layers:
+                    if not layer.active and layer.rid in msg["layers"]:
+                        layer.keyframe_requested = True  # a resumed layer starts with a key frame
+                    layer.active = layer.rid in msg["layers"]
+            if previous is not None:
+                previous(msg)
+
+        self.client.on_message = on_message
         self._task = asyncio.ensure_future(self._run())
         return self.track_id
 
@@ -120,6 +133,8 @@ class SimulcastPublisher:
         while True:
             await asyncio.sleep(max(0.0, start + index / self.fps - time.monotonic()))
             for layer in self.layers:
+                if not layer.active:
+                    continue
                 frame = _pattern(layer.width, layer.height, index, self.fps)
                 force, layer.keyframe_requested = layer.keyframe_requested, False
                 payloads, timestamp = await loop.run_in_executor(None, layer.encoder.encode, frame, force)

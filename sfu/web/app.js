@@ -1,6 +1,7 @@
 /**
- * app.js: the demo page. `/?room=NAME&name=NAME` joins a room, publishes camera and microphone
- * and shows one tile per remote participant. `window.sfuApp` and `window.sfuStats` are for tests.
+ * app.js: the demo page. `/?room=NAME&name=NAME[&token=JWT]` joins a room, publishes camera and
+ * microphone (watches only without them, or when the token does not grant publishing) and shows
+ * one tile per remote participant. `window.sfuApp` and `window.sfuStats` are for tests.
  */
 import { SfuClient } from '/web/sfu-client.js';
 
@@ -8,6 +9,7 @@ const LOG = '[sfu-demo]';
 const params = new URLSearchParams(location.search);
 const room = params.get('room') || 'demo';
 const name = params.get('name') || `guest-${Math.random().toString(36).slice(2, 6)}`;
+const token = params.get('token') || undefined; // needed when the server requires access tokens
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
 
 const grid = document.getElementById('grid');
@@ -15,7 +17,7 @@ const statusLine = document.getElementById('status');
 const leaveButton = document.getElementById('leave');
 const localVideo = document.getElementById('local-video');
 
-const client = new SfuClient(wsUrl, { room, name });
+const client = new SfuClient(wsUrl, { room, name, token });
 /** @type {Map<string, {el: HTMLElement, media: Map<string, HTMLMediaElement>}>} tiles by
  * participant id; `media` holds one <video> or <audio> per track id */
 const tiles = new Map();
@@ -149,19 +151,30 @@ async function start() {
       video: { width: 640, height: 360 }, audio: true,
     });
     localVideo.srcObject = localStream;
+  } catch (err) {
+    console.warn(LOG, 'no camera or microphone, joining to watch only:', err);
+  }
+  try {
     setStatus(`joining room ${room}…`);
     await client.join();
-    state.phase = 'joined';
-    leaveButton.disabled = false;
-    refreshStatus();
+  } catch (err) {
+    console.error(LOG, 'join failed:', err);
+    state.phase = 'failed';
+    setStatus(`cannot join: ${err.message || err}`, true);
+    return;
+  }
+  state.phase = 'joined';
+  leaveButton.disabled = false;
+  refreshStatus();
+  if (!localStream) return;
+  try {
     await client.publish(localStream, { source: 'camera' });
     console.info(LOG, 'publishing camera and microphone');
-    refreshStatus();
   } catch (err) {
-    console.error(LOG, 'start failed:', err);
-    state.phase = 'failed';
-    setStatus(`failed: ${err.message || err}`, true);
+    console.warn(LOG, 'publishing failed:', err);
+    lastError = `cannot publish: ${err.message || err}`;
   }
+  refreshStatus();
 }
 
 window.sfuApp = {

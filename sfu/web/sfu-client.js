@@ -275,11 +275,9 @@ export class SfuClient extends EventTarget {
     }
     if (msg.id === `offer-${this._offerSeq}` && this.pc && this.pc.signalingState === 'have-local-offer') {
       // The server refused our offer (bad_sdp, forbidden) and kept its previous state: go back to
-      // it, and do not offer again before something changes (refused offers in a loop help nobody).
+      // it, and give up the publications it carried (their publish() calls reject).
       await this.pc.setLocalDescription({ type: 'rollback' });
-      this._dropRolledBackSenders();
-      this._restoreSenders();
-      this._offerFailed = true;
+      this._abandonUnpublished(Object.assign(new Error(`offer refused: ${msg.message}`), { code: msg.code }));
     }
     this._emit('error', detail);
   }
@@ -352,6 +350,16 @@ export class SfuClient extends EventTarget {
       pub.transceiver.stop();
       pub.transceiver = null;
     }
+  }
+
+  /** Stops the transceivers of publications the server never accepted and rejects their publish(). */
+  _abandonUnpublished(err) {
+    for (const pub of this._publications) {
+      if (!pub.published && pub.transceiver) pub.transceiver.stop();
+    }
+    this._publications = this._publications.filter((pub) => pub.published);
+    for (const p of this._pendingPublishes) p.reject(err);
+    this._pendingPublishes = [];
   }
 
   /** Gives fresh transceivers to the publications `_dropRolledBackSenders` left without one. */

@@ -4,11 +4,17 @@ offer collisions (perfect negotiation, polite side) and m-lines recycled for ano
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.browser.pages import PageLog, wait_for
+from tests.conftest import ROOT, ServerProcess, start_server
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -17,9 +23,9 @@ SAMPLE_GAP_S = 2.0
 
 # Loaded into a page of the server's origin: a bare client that records its events, shows each
 # video it receives, and can hold back the messages it receives (to provoke an offer collision).
-HARNESS = """async ({wsUrl, room, name}) => {
+HARNESS = """async ({wsUrl, room, name, token}) => {
   const { SfuClient } = await import('/web/sfu-client.js');
-  const client = new SfuClient(wsUrl, { room, name });
+  const client = new SfuClient(wsUrl, { room, name, token });
   const h = { client, events: [], videos: new Map(), held: [], gated: false, streams: [] };
   window.h = h;
   for (const type of ['joined', 'participantjoined', 'participantleft', 'trackpublished',
@@ -47,7 +53,7 @@ HARNESS = """async ({wsUrl, room, name}) => {
     h.streams.push(stream);
     h.publishing = 'pending';
     client.publish(stream, { source }).then(() => { h.publishing = 'published'; },
-      (e) => { h.publishing = 'failed: ' + e; });
+      (e) => { h.publishing = 'failed: ' + e.message; });
   };
   h.hold = () => {  // keep received messages back until release()
     const deliver = client._ws.onmessage;
@@ -111,12 +117,46 @@ class Participant:
 
 
 @pytest.fixture
-async def open_client(browser: Any, demo_server: Any) -> Any:
+def jwt_secret() -> str:
+    return "browser-test-secret-0123456789abcdef"
+
+
+@pytest.fixture
+def auth_server(tmp_path: Path, jwt_secret: str) -> Iterator[ServerProcess]:
+    """A server that admits only joins with an access token."""
+    server = start_server(tmp_path, "--no-dev-mode", env={"SFU_AUTH__JWT_SECRET": jwt_secret})
+    try:
+        yield server
+    finally:
+        assert server.stop() == 0, server.log()[-4000:]
+
+
+def mint_token(jwt_secret: str, room: str, identity: str, *flags: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "sfu", "token", "--room", room, "--identity", identity, *flags],
+        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        env={**os.environ, "SFU_AUTH__JWT_SECRET": jwt_secret},
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+@pytest.fixture
+def server(request: pytest.FixtureRequest) -> Any:
+    """The server of the test: `auth_server` when the test asks for it, else `demo_server`."""
+    if "auth_server" in request.fixturenames:
+        return request.getfixturevalue("auth_server")
+    return request.getfixturevalue("demo_server")
+
+
+@pytest.fixture
+async def open_client(browser: Any, server: Any) -> Any:
     """Opens participants (bare client pages) in a room; prints their consoles on failure."""
     opened: list[Participant] = []
+    demo_server = server
     ws_url = demo_server.url.replace("http", "ws", 1) + "/ws"
 
-    async def open_one(name: str, room: str) -> Participant:
+    async def open_one(name: str, room: str, token: str | None = None) -> Participant:
         context = await browser.new_context()
         page = await context.new_page()
         log = PageLog(name)
@@ -125,7 +165,8 @@ async def open_client(browser: Any, demo_server: Any) -> Any:
         opened.append(participant)
         await page.route("**/favicon.ico", lambda route: route.fulfill(status=204))
         await page.goto(demo_server.url + "/healthz", timeout=60_000)  # any page of the origin
-        participant.id = await page.evaluate(HARNESS, {"wsUrl": ws_url, "room": room, "name": name})
+        participant.id = await page.evaluate(
+            HARNESS, {"wsUrl": ws_url, "room": room, "name": name, "token": token})
         return participant
 
     try:
@@ -202,3 +243,19 @@ async def test_unpublished_camera_disappears_for_subscribers(open_client: Any) -
     unpublished = [e["trackId"] for e in await p2.events("trackunpublished")]
     assert unpublished == [shown[0]["trackId"]], "only the camera goes; the microphone stays"
     assert not p1.log.errors and not p2.log.errors
+
+
+async def test_publish_refused_by_the_token_rejects_and_the_viewer_still_watches(
+    open_client: Any, auth_server: ServerProcess, jwt_secret: str,
+) -> None:
+    host = await open_client("host", "auth", mint_token(jwt_secret, "auth", "host"))
+    await host.publish()
+    assert await wait_for(host.published, 30, "the host's publication") == "published"
+
+    viewer = await open_client("viewer", "auth", mint_token(jwt_secret, "auth", "viewer", "--no-publish"))
+    await viewer.publish()
+    outcome = await wait_for(viewer.published, 30, "the viewer's refused publication")
+    assert outcome.startswith("failed: offer refused"), outcome
+    assert [e["code"] for e in await viewer.events("error")] == ["forbidden"]
+    await viewer.wait_decoding({host.id})  # the refused offer was rolled back; receiving goes on
+    assert not host.log.errors, host.log.errors

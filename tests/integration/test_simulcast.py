@@ -39,14 +39,18 @@ async def test_each_subscriber_gets_the_layer_it_asks_for(sfu_server: ServerProc
         quality = [m for m in small.client.messages if m["type"] == "quality_changed"]
         assert quality and quality[-1]["layer"] == "q" and quality[-1]["track_id"] == track_id
         events = [m for m in large.client.messages if m["type"] == "quality_changed"]
-        assert events[-1]["layer"] == "f" and events[-1]["width"] == 640
+        assert events[-1]["layer"] == "f"
         # changing one's mind: the small tile grows
         await small.client.send("set_quality", track_id=track_id, max_width=640, max_height=360)
-        assert await wait_until(lambda: newest(small) == (640, 360), 30), f"grown tile decodes {newest(small)}"
+        # two probe steps (q -> h -> f), each after a 3 s hold and a 5 s check
+        assert await wait_until(lambda: newest(small) == (640, 360), 45), f"grown tile decodes {newest(small)} " \
+            f"{[(m['layer'], m['reason']) for m in small.client.messages if m['type'] == 'quality_changed']}"
         assert metric(sfu_server.url, "sfu_layer_switches_total") >= 2
         for p in (small, large):
             gaps = _stalls(p.received[track_id].frame_times[5:])
-            assert not gaps, f"{p.client.name}: decoded video stalled for {gaps} s across switches"
+            history = [(m["layer"], m["reason"], m["estimate_bps"]) for m in p.client.messages
+                       if m["type"] == "quality_changed"]
+            assert not gaps, f"{p.client.name}: decoded video stalled for {gaps} s across switches {history}"
     finally:
         await small.close()
         await large.close()
@@ -56,3 +60,30 @@ async def test_each_subscriber_gets_the_layer_it_asks_for(sfu_server: ServerProc
 
 def _stalls(times: list[float], limit_s: float = 0.5) -> list[float]:
     return [round(b - a, 3) for a, b in zip(times, times[1:], strict=False) if b - a > limit_s]
+
+
+async def test_layers_nobody_needs_are_not_requested_from_the_publisher(sfu_server: ServerProcess) -> None:
+    publisher_client = SfuClient(sfu_server.url, "dyna", "pub")
+    await publisher_client.connect()
+    publisher = SimulcastPublisher(publisher_client)
+    viewer = Participant(sfu_server.url, "dyna", "thumbnail")
+    try:
+        track_id = await publisher.start()
+        await viewer.join(video_size=None, audio=False)
+        await viewer.client.send("set_quality", track_id=track_id, max_width=160, max_height=90)
+        assert await wait_until(lambda: [m["layers"] for m in publisher_client.messages
+                                         if m["type"] == "layers_needed"][-1:] == [["q"]], 15)
+        sent = publisher.stats()
+        assert await wait_until(lambda: publisher.stats()["q"]["packets"] > sent["q"]["packets"] + 30, 10)
+        assert publisher.stats()["f"]["packets"] - sent["f"]["packets"] < 10, "f is still sent"
+        received = viewer.received[track_id]
+        assert received.last_size == (160, 90)
+        # the viewer enlarges its tile: the publisher is asked for every layer again, and it gets them
+        await viewer.client.send("set_quality", track_id=track_id, max_width=1280, max_height=720)
+        assert await wait_until(lambda: [m["layers"] for m in publisher_client.messages
+                                         if m["type"] == "layers_needed"][-1] == ["q", "h", "f"], 10)
+        assert await wait_until(lambda: received.last_size == (640, 360), 30), received.last_size
+    finally:
+        await viewer.close()
+        await publisher.stop()
+        await publisher_client.close()

@@ -132,3 +132,27 @@ def test_no_probe_means_no_step_above_the_estimate() -> None:
     allocator = LayerAllocator(up_hold_s=3)
     allocator.allocate(0, 300_000, 0, [demand(current=0)])
     assert allocator.allocate(3, 300_000, 0, [demand(current=0)])["cam"].layer == 0
+
+
+def _history(estimate: SubscriberEstimate, samples: list[tuple[float, int]], decrease_at: float | None) -> None:
+    estimate.history.clear()
+    estimate.history.extend(samples)
+    estimate.last_decrease_s = decrease_at if decrease_at is not None else -1e9
+
+
+def test_congestion_is_a_cut_then_a_flat_estimate_well_below_what_is_sent() -> None:
+    estimate = SubscriberEstimate()
+    _history(estimate, [(0, 900_000), (1, 300_000), (2, 290_000), (3, 280_000), (4, 285_000)], decrease_at=1)
+    assert estimate.held_below(675_000, 3.0, now_s=4)
+
+
+def test_an_estimator_still_ramping_up_is_not_congestion() -> None:
+    estimate = SubscriberEstimate()
+    _history(estimate, [(0, 150_000), (1, 165_000), (2, 175_000), (3, 190_000), (4, 205_000)], decrease_at=2)
+    assert not estimate.held_below(675_000, 3.0, now_s=4)
+
+
+def test_the_flat_start_of_an_estimator_is_not_congestion() -> None:
+    estimate = SubscriberEstimate()
+    _history(estimate, [(0, 60_000), (1, 60_000), (2, 60_000), (3, 60_000), (4, 60_000)], decrease_at=None)
+    assert not estimate.held_below(75_000, 3.0, now_s=4)
