@@ -10,7 +10,8 @@ from sfu.signaling.messages import VALIDATORS, ErrorCode
 DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
 
 SERVER_TYPES = ("joined", "participant_joined", "participant_left", "track_published", "track_unpublished",
-                "track_muted", "track_unmuted", "draining", "offer", "answer", "error", "pong", "quality_changed", "layers_needed")
+                "track_muted", "track_unmuted", "draining", "offer", "answer", "error", "pong", "quality_changed",
+                "layers_needed")
 
 
 def table_rows(heading: str) -> set[str]:
