@@ -13,6 +13,7 @@ from sfu.config import Config, ConfigError, load_config
 _FLAG_KEYS = {
     "host": ("server", "host"),
     "port": ("server", "port"),
+    "workers": ("server", "workers"),
     "log_level": ("server", "log_level"),
     "log_json": ("server", "log_json"),
     "debug_endpoints": ("server", "debug_endpoints"),
@@ -20,6 +21,7 @@ _FLAG_KEYS = {
     "tls_cert": ("server", "tls_cert"),
     "tls_key": ("server", "tls_key"),
     "max_participants": ("rooms", "max_participants"),
+    "resume_grace": ("rooms", "resume_grace_s"),
     "max_message_bytes": ("signaling", "max_message_bytes"),
     "include_loopback_candidates": ("network", "include_loopback_candidates"),
     "media_address": ("network", "media_addresses"),
@@ -33,7 +35,10 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     flag("--config", metavar="FILE", help="TOML configuration file (keys: config/reference.toml)")
     flag("--host", help="address to listen on (HTTP + WebSocket) [server.host]")
     flag("--port", type=int, help="HTTP port [server.port]")
+    flag("--workers", type=int, metavar="N", help="worker processes (one per core); rooms are spread over "
+         "them by name [server.workers]")
     flag("--max-participants", type=int, help="participants per room [rooms.max_participants]")
+    flag("--resume-grace", type=float, help="seconds a disconnected participant may resume [rooms.resume_grace_s]")
     flag("--max-message-bytes", type=int, help="largest signaling message [signaling.max_message_bytes]")
     flag("--no-loopback-candidates", dest="include_loopback_candidates", action="store_const", const=False,
          help="do not offer ICE candidates on 127.0.0.1 [network.include_loopback_candidates]")
@@ -90,6 +95,10 @@ def serve(args: argparse.Namespace) -> int:
         uvloop.install()
     except ImportError:
         pass
+    if config.workers > 1:
+        from sfu.server.workers import serve_workers
+
+        return asyncio.run(serve_workers(config))
     return asyncio.run(run_server(config))
 
 

@@ -12,6 +12,7 @@ import contextlib
 import json
 import logging
 import ssl as ssl_module
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,16 +25,25 @@ from aiortc import (
     RTCRtpTransceiver,
     RTCSessionDescription,
 )
+from aiortc.jitterbuffer import JitterBuffer, JitterFrame
 from aiortc.mediastreams import MediaStreamError
+from aiortc.rtp import RtpPacket
+from aiortc.utils import uint16_add
+
+from sfu.media.keyframe import is_vp8_keyframe
 
 log = logging.getLogger(__name__)
+
+SILENCE_S = 2.0  # no media frame for this long (while receiving tracks): the connection is gone
+RESUME_TIMEOUT_S = 1.0  # one resume attempt (socket + join): short, so one begun during the cut ends soon
 
 class _MidReceiver:
     """The receiving track of one m-line; frames are handed to whichever RemoteTrack holds the mid
     now (mids are recycled), keeping one pending read so no frame is lost on a handover."""
 
-    def __init__(self, source: MediaStreamTrack) -> None:
+    def __init__(self, source: MediaStreamTrack, on_frame: Callable[[], None] | None = None) -> None:
         self.source = source
+        self.on_frame = on_frame
         self.pending: asyncio.Future[Any] | None = None
 
     async def next_frame(self, ended: asyncio.Event) -> Any:
@@ -49,7 +59,10 @@ class _MidReceiver:
         if not self.pending.done():
             raise MediaStreamError
         pending, self.pending = self.pending, None
-        return pending.result()
+        frame = pending.result()
+        if self.on_frame is not None:
+            self.on_frame()
+        return frame
 
 
 class RemoteTrack(MediaStreamTrack):
@@ -73,6 +86,50 @@ class RemoteTrack(MediaStreamTrack):
         super().stop()
 
 
+class ResyncingJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer waits at the first missing packet until it arrives or 512
+    packets later, and aiortc never NACKs a packet twice: one lost retransmission freezes video
+    for many seconds. Browsers resume at the next key frame instead; so does this: a VP8 key frame
+    that arrives behind a hole drops everything before it (the decoder needs none of it)."""
+
+    STUCK_PACKETS = 20  # a hole this many packets old: ask for a key frame (again every 50 packets)
+
+    def __init__(self, capacity: int, prefetch: int = 0, is_video: bool = False) -> None:
+        super().__init__(capacity, prefetch, is_video)
+        self._stuck_packets = 0
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        pli, frame = super().add(packet)
+        hole = frame is None and self._has_hole(packet.sequence_number)
+        origin = self._origin
+        if frame is None and hole and origin is not None and packet.sequence_number != origin \
+                and is_vp8_keyframe(packet.payload):
+            self.remove(uint16_add(packet.sequence_number, -origin))
+            frame = self._remove_frame(packet.sequence_number)
+            hole = False
+        if frame is not None or not hole:
+            self._stuck_packets = 0
+        else:  # the key frame that would resync us was lost too: ask for another one
+            self._stuck_packets += 1
+            if self._stuck_packets % 50 == self.STUCK_PACKETS:
+                pli = True
+        return pli, frame
+
+    def _has_hole(self, newest: int) -> bool:
+        """A missing packet between the oldest held and `newest`: no frame can leave before it."""
+        if self._origin is None:
+            return False
+        span = uint16_add(newest, -self._origin)
+        return span < self._capacity and any(
+            self._packets[(self._origin + i) % self._capacity] is None for i in range(span))
+
+
+def _resync_video(receiver: Any) -> None:
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if buffer is not None and buffer._is_video and not isinstance(buffer, ResyncingJitterBuffer):
+        receiver._RTCRtpReceiver__jitter_buffer = ResyncingJitterBuffer(buffer.capacity, is_video=True)
+
+
 TrackCallback = Callable[[str, dict[str, Any], MediaStreamTrack, RTCRtpTransceiver], None]
 
 
@@ -82,8 +139,22 @@ def _own_track(mid: str) -> Callable[[dict[str, Any]], bool]:
 
 class SfuClient:
     def __init__(self, url: str, room: str, name: str = "", token: str | None = None, *,
-                 auto_subscribe: bool = True, ssl: ssl_module.SSLContext | bool | None = None) -> None:
+                 auto_subscribe: bool = True, ssl: ssl_module.SSLContext | bool | None = None,
+                 data: bool = False, auto_resume: bool = False) -> None:
         self.url = url.rstrip("/")
+        self.data = data  # open the two data channels (docs/protocol.md, "Data channels")
+        self.auto_resume = auto_resume  # resume by itself after a network cut
+        self.resume_token: str | None = None
+        self.resumes = 0
+        self.resumed_at = 0.0  # wall-clock time of the last completed resume
+        self.state = "connected"
+        self.last_frame_s = time.monotonic()  # when the last media frame of any remote track arrived
+        self._published: list[tuple[MediaStreamTrack, str]] = []
+        self._watchdog: asyncio.Task[None] | None = None
+        self._closing = False
+        self.channels: dict[str, Any] = {}
+        # (sender participant id, data (JSON value or bytes), reliable?) for every relayed message
+        self.on_data: Callable[[str, Any, bool], None] | None = None
         self.ssl = ssl  # for an https:// url (wss): a context trusting the server's certificate
         self.room = room
         self.name = name
@@ -109,26 +180,133 @@ class SfuClient:
 
     async def connect(self, tracks: list[tuple[MediaStreamTrack, str]] | None = None) -> dict[str, Any]:
         """Join the room; publish `tracks` ([(track, source)]) in the first offer. Returns `joined`."""
-        self._session = aiohttp.ClientSession()
-        self._ws = await self._session.ws_connect(self.url.replace("http", "ws", 1) + "/ws", max_msg_size=0,
-                                                  ssl=True if self.ssl is None else self.ssl)
-        self._reader = asyncio.ensure_future(self._read())
         join: dict[str, Any] = {"room": self.room, "name": self.name, "auto_subscribe": self.auto_subscribe}
         if self.token:
             join["token"] = self.token
+        msg = await self._open(join)
+        if tracks:
+            await self.publish_many(tracks)
+        if self.auto_resume and self._watchdog is None:
+            self._watchdog = asyncio.ensure_future(self._watch())
+        return msg
+
+    async def _open(self, join: dict[str, Any], timeout_s: float | None = None) -> dict[str, Any]:
+        """A socket, `join`, and a fresh peer connection configured from `joined`."""
+        self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout_s))
+        self._ws = await self._session.ws_connect(self.url.replace("http", "ws", 1) + "/ws", max_msg_size=0,
+                                                  ssl=True if self.ssl is None else self.ssl)
+        self._reader = asyncio.ensure_future(self._read())
         joined = self.expect("joined")
+        failed = self.expect("error")
         await self.send("join", **join)
-        msg = await joined
+        done, _ = await asyncio.wait({joined, failed}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED)
+        if joined not in done:
+            failed.cancel()
+            joined.cancel()
+            error = failed.result() if failed in done else {"code": "timeout", "message": "no answer to join"}
+            raise ConnectionError(f"join failed: {error['code']}: {error['message']}")
+        failed.cancel()
+        msg = joined.result()
         self.participant_id = msg["participant"]["id"]
+        self.resume_token = msg.get("resume_token")
         for track in msg["tracks"]:
             self.tracks[track["id"]] = track
         ice = [RTCIceServer(urls=s["urls"], username=s.get("username"), credential=s.get("credential"))
                for s in msg["ice_servers"]]
         self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice))
         self.pc.on("track", self._on_pc_track)
-        if tracks:
-            await self.publish_many(tracks)
-        return msg
+        if self.data:
+            self._open_data_channels()
+        return dict(msg)
+
+    # -- resuming after a network cut (docs/protocol.md, "Resuming") ------------------------
+
+    async def _watch(self) -> None:
+        """Resume when the socket closed or no media frame arrived for a while."""
+        while not self._closing:
+            await asyncio.sleep(0.5)
+            if self._closing:
+                return
+            socket_gone = self._reader is None or self._reader.done()
+            silent = bool(self.remote_tracks) and time.monotonic() - self.last_frame_s > SILENCE_S
+            if socket_gone or silent:
+                await self._resume()
+
+    async def _resume(self) -> None:
+        self.state = "reconnecting"
+        await self._drop_connection()
+        delay_s = 0.25
+        while not self._closing:
+            try:
+                await self._open({"room": self.room, "resume": self.resume_token}, timeout_s=RESUME_TIMEOUT_S)
+                if self._published:
+                    await self._publish(self._published)
+                self.resumes += 1
+                self.resumed_at = time.time()
+                self.state = "connected"
+                self.last_frame_s = time.monotonic()
+                return
+            except (TimeoutError, OSError, aiohttp.ClientError, ConnectionError) as exc:
+                log.info("client %s: resume failed (%s), retrying in %.2f s", self.name, exc, delay_s)
+                if "resume_failed" in str(exc):
+                    self.state = "failed"
+                    return
+                await self._drop_connection()
+                await asyncio.sleep(delay_s)
+                delay_s = min(delay_s * 2, 0.5)
+
+    async def _drop_connection(self) -> None:
+        """Forget the old socket and peer connection without `leave` (the server holds us)."""
+        for task in (self._reader,):
+            if task is not None:
+                task.cancel()
+        for track in self.remote_tracks.values():
+            track.stop()
+        self.remote_tracks.clear()
+        self._mid_receivers.clear()
+        self.mids = {}
+        with contextlib.suppress(Exception):
+            if self._ws is not None:
+                await self._ws.close()
+        with contextlib.suppress(Exception):
+            if self.pc is not None:
+                await self.pc.close()
+        with contextlib.suppress(Exception):
+            if self._session is not None:
+                await self._session.close()
+
+    def _open_data_channels(self) -> None:
+        assert self.pc is not None
+        reliable = self.pc.createDataChannel("sfu-reliable", ordered=True)
+        lossy = self.pc.createDataChannel("sfu-lossy", ordered=False, maxRetransmits=0)
+        for channel in (reliable, lossy):
+            self.channels[channel.label] = channel
+            channel.on("message", lambda message, label=channel.label: self._on_data_message(label, message))
+
+    def _on_data_message(self, label: str, message: str | bytes) -> None:
+        if self.on_data is None:
+            return
+        if isinstance(message, bytes):
+            size = message[0] if message else 0
+            self.on_data(message[1:1 + size].decode(), message[1 + size:], label == "sfu-reliable")
+        else:
+            envelope = json.loads(message)
+            self.on_data(envelope["from"], envelope["data"], label == "sfu-reliable")
+
+    def send_data(self, data: Any, reliable: bool = True, to: list[str] | None = None) -> None:
+        """Relay `data` (a JSON value, or bytes: to everyone) to the room, or to the ids in `to`."""
+        channel = self.channels["sfu-reliable" if reliable else "sfu-lossy"]
+        if isinstance(data, bytes):
+            channel.send(data)
+        else:
+            channel.send(json.dumps({"data": data, **({"to": to} if to is not None else {})}))
+
+    async def wait_data_open(self, timeout: float = 10) -> None:
+        async def opened() -> None:
+            while any(c.readyState != "open" for c in self.channels.values()):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(opened(), timeout)
 
     async def publish(self, track: MediaStreamTrack, source: str = "camera") -> str:
         return (await self.publish_many([(track, source)]))[0]
@@ -136,6 +314,14 @@ class SfuClient:
     async def publish_many(self, tracks: list[tuple[MediaStreamTrack, str]],
                            sdp_transform: Callable[[str, list[RTCRtpTransceiver]], str] | None = None,
                            ) -> list[str]:
+        """Offer new sendonly m-lines; returns the track ids the server announced."""
+        ids = await self._publish(tracks, sdp_transform)
+        self._published.extend(tracks)
+        return ids
+
+    async def _publish(self, tracks: list[tuple[MediaStreamTrack, str]],
+                       sdp_transform: Callable[[str, list[RTCRtpTransceiver]], str] | None = None,
+                       ) -> list[str]:
         """Offer new sendonly m-lines; returns the track ids the server announced.
         `sdp_transform(offer_sdp, transceivers)` may rewrite the offer (e.g. to add simulcast)."""
         assert self.pc is not None
@@ -150,8 +336,8 @@ class SfuClient:
                 offer_sdp = sdp_transform(offer_sdp, transceivers)
             for transceiver, (_, source) in zip(transceivers, tracks, strict=True):
                 meta[str(transceiver.mid)] = {"source": source}
-            mids = set(meta)
-            published = [self.expect("track_published", _own_track(mid)) for mid in mids]
+            # in the order of `tracks`, so the ids returned line up with them
+            published = [self.expect("track_published", _own_track(str(t.mid))) for t in transceivers]
             answer = self.expect("answer")
             await self.send("offer", sdp=offer_sdp, tracks=meta)
             msg = await answer
@@ -181,6 +367,9 @@ class SfuClient:
         await self._ws.send_str(text)
 
     async def close(self) -> None:
+        self._closing = True
+        if self._watchdog is not None:
+            self._watchdog.cancel()
         with contextlib.suppress(Exception):
             if self._ws is not None and not self._ws.closed:
                 await self.send("leave")
@@ -236,6 +425,9 @@ class SfuClient:
                 await self.send("answer", sdp=self.pc.localDescription.sdp)
             self._bind_mids()
 
+    def _frame_arrived(self) -> None:
+        self.last_frame_s = time.monotonic()
+
     def _on_pc_track(self, track: MediaStreamTrack) -> None:
         self._bind_mids()
 
@@ -249,9 +441,10 @@ class SfuClient:
             source = transceiver.receiver.track if transceiver.receiver else None
             if track_id is None or source is None or track_id in self.remote_tracks:
                 continue
+            _resync_video(transceiver.receiver)
             mid_receiver = self._mid_receivers.get(mid)
             if mid_receiver is None or mid_receiver.source is not source:
-                mid_receiver = self._mid_receivers[mid] = _MidReceiver(source)
+                mid_receiver = self._mid_receivers[mid] = _MidReceiver(source, self._frame_arrived)
             track = RemoteTrack(source.kind, track_id, mid_receiver)
             self.remote_tracks[track_id] = track
             if self.on_track is not None:

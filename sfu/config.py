@@ -68,10 +68,17 @@ class ServerSection(Section):
 
 class RoomsSection(Section):
     max_participants: int = Field(default=50, ge=1)
+    max_rooms: int = Field(default=1000, ge=1)
+    max_tracks_per_participant: int = Field(default=8, ge=1)
+    max_subscriptions_per_participant: int = Field(default=256, ge=1)
+    resume_grace_s: float = Field(default=15.0, ge=0)
 
 
 class SignalingSection(Section):
     max_message_bytes: int = Field(default=256 * 1024, ge=1024)
+    messages_per_s: float = Field(default=50.0, gt=0)
+    message_burst: int = Field(default=100, ge=1)
+    max_rate_limited: int = Field(default=50, ge=1)
 
 
 class NetworkSection(Section):

@@ -35,6 +35,10 @@ WEBHOOK_DELIVERIES = Counter("sfu_webhook_deliveries", "Webhook events by outcom
                              ["result"], registry=REGISTRY)
 
 
+LAYER_DECISIONS = Counter("sfu_layer_decisions", "Simulcast layer changes per subscriber, by reason",
+                          ["reason"], registry=REGISTRY)
+
+
 def observe_bandwidth_estimate(bps: float) -> None:
     """One subscriber's current estimate (called by the bandwidth allocator, off the packet path)."""
     BANDWIDTH_ESTIMATE.observe(bps)
@@ -64,6 +68,7 @@ _PACKET_COUNTERS = (
     ("sfu_pli_sent", "RTCP PLI sent to publishers (throttled)", "pli_sent"),
     ("sfu_remb_received", "RTCP REMB received from subscribers", "remb_received"),
     ("sfu_send_failures", "Forwarded packets that could not be sent", "send_failures"),
+    ("sfu_rtcp_packets_malformed", "RTCP packets from peers dropped as malformed", "rtcp_malformed"),
     ("sfu_layer_switches", "Simulcast layer switches done by downtracks", "layer_switches"),
 )
 
@@ -125,9 +130,26 @@ class SfuCollector(Collector):
         for kind in ("audio", "video"):
             tracks = [t for r in rooms for t in r.tracks.values() if t.kind == kind]
             published.add_metric([kind], len(tracks))
-            subscribed.add_metric([kind], sum(len({id(d) for r in t.relays for d in r.downtracks}) for t in tracks))
+            subscribed.add_metric([kind], sum(
+                len({id(d) for r in t.relays for d in r.downtracks if hasattr(d, "subscriber_id")}) for t in tracks))
         yield published
         yield subscribed
+        estimates = GaugeMetricFamily("sfu_subscriber_estimate_bps",
+                                      "Downlink estimate per subscriber (REMB and loss, smoothed)",
+                                      labels=["room", "participant"])
+        layers = GaugeMetricFamily("sfu_subscriber_layer",
+                                   "Simulcast layer forwarded per subscriber and track (-1: paused)",
+                                   labels=["room", "participant", "track", "reason"])
+        for room in rooms:
+            for participant in room.participants.values():
+                bandwidth = getattr(participant, "bandwidth", None)
+                if bandwidth is None:
+                    continue
+                estimates.add_metric([room.name, participant.id], bandwidth.estimate.estimate_bps)
+                for track_id, (layer, reason) in bandwidth.decided.items():
+                    layers.add_metric([room.name, participant.id, track_id, reason], -1 if layer is None else layer)
+        yield estimates
+        yield layers
         yield from self._by_kind(rooms)
 
     def _by_kind(self, rooms: list[Any]) -> Iterator[CounterMetricFamily]:

@@ -65,7 +65,9 @@ def start_server(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = 
     logf = open(log_path, "w")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
         [sys.executable, "-m", "sfu", "serve", "--host", host, "--port", str(port), "--debug-endpoints",
-         "--drain-timeout", "3", *extra_args],  # SIGTERM drains: keep within stop()'s 10 s
+         # SIGTERM drains: keep within stop()'s 10 s; a dropped socket is held 2 s for a resume (tests that
+         # resume pass their own --resume-grace: the last flag wins)
+         "--drain-timeout", "3", "--resume-grace", "2", *extra_args],
         cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, **(env or {})},
     )

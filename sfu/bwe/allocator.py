@@ -8,6 +8,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 UP_HOLD_S = 3.0  # an up-switch waits until the estimate has allowed it this long
+PAUSE_HOLD_S = 3.0  # a pause waits until the track has been on its lowest layer this long
 HEADROOM = 0.9  # plan for 90 % of the estimate: REMB overshoots, and RTX and RTCP need room
 
 
@@ -31,6 +32,7 @@ class Demand:
     max_width: int | None = None
     max_height: int | None = None
     max_layer: int | None = None
+    can_pause: bool = True  # False: keep its lowest layer whatever the budget (no lower step to try)
 
 
 @dataclass
@@ -42,8 +44,10 @@ class Decision:
 @dataclass
 class LayerAllocator:
     up_hold_s: float = UP_HOLD_S
+    pause_hold_s: float = PAUSE_HOLD_S
     headroom: float = HEADROOM
     _up_since: dict[Hashable, float] = field(default_factory=dict)
+    _lowest_since: dict[Hashable, float] = field(default_factory=dict)
 
     def allocate(self, now_s: float, estimate_bps: float, fixed_bps: float,
                  demands: list[Demand], probe: bool = False) -> dict[Hashable, Decision]:
@@ -56,7 +60,7 @@ class LayerAllocator:
         affordable: dict[Hashable, int | None] = {}
         for demand in ordered:  # every track its lowest layer first, in priority order
             lowest = self._lowest(demand)
-            if lowest is not None and demand.layers[lowest].bitrate_bps <= budget:
+            if lowest is not None and (demand.layers[lowest].bitrate_bps <= budget or not demand.can_pause):
                 affordable[demand.key] = lowest
                 budget -= demand.layers[lowest].bitrate_bps
             else:
@@ -87,18 +91,30 @@ class LayerAllocator:
         decisions = {d.key: self._hysteresis(now_s, d, affordable[d.key]) for d in demands}
         if probed is not None and decisions[probed].reason in ("up: bandwidth", "resumed"):
             decisions[probed].reason = "up: probe" if demands_current(demands, probed) is not None else "resumed: probe"
-        for key in list(self._up_since):
-            if key not in decisions:
-                del self._up_since[key]
+        for held in (self._up_since, self._lowest_since):
+            for key in list(held):
+                if key not in decisions:
+                    del held[key]
         return decisions
 
     def _hysteresis(self, now_s: float, demand: Demand, wanted: int | None) -> Decision:
         current = demand.current
+        lowest = self._lowest(demand)
+        if current is not None and current == lowest:
+            self._lowest_since.setdefault(demand.key, now_s)
+        else:
+            self._lowest_since.pop(demand.key, None)
         if not demand.started:
             self._up_since.pop(demand.key, None)
             return Decision(wanted, "initial" if wanted is not None else "paused: bandwidth")
         if wanted is None:
             self._up_since.pop(demand.key, None)
+            if current is not None and lowest is not None and current > lowest:
+                # never straight from a higher layer to paused: the estimate right after an overload is
+                # pessimistic; the lowest layer first, and pause only if the link cannot carry even that
+                return Decision(lowest, "down: bandwidth")
+            if current is not None and now_s - self._lowest_since.get(demand.key, now_s) < self.pause_hold_s:
+                return Decision(current, "hold: lowest")
             return Decision(None, "paused: bandwidth")
         if current is not None and wanted <= current:
             self._up_since.pop(demand.key, None)

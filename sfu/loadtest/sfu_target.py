@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import json
 import logging
 import os
 import signal
@@ -155,7 +156,16 @@ class SfuTarget:
                 logger.warning("cannot find the local process serving %s: no CPU/RSS figures", self.url)
 
     async def create_room(self, index: int) -> str:
-        return f"loadtest-{os.getpid()}-{index}"
+        """Room `index` on worker `index % workers` (rooms are pinned to workers by name), so every
+        worker of a multi-worker server gets its share of the load."""
+        from sfu.server.ws_proxy import worker_for_room
+
+        workers = await asyncio.get_running_loop().run_in_executor(None, _worker_count, self.url)
+        base = f"loadtest-{os.getpid()}-{index}"
+        if workers <= 1:
+            return base
+        return next(name for name in (f"{base}-{i}" for i in range(10_000))
+                    if worker_for_room(name, workers) == index % workers)
 
     async def add_publisher(
         self, room: str, name: str, tracks: list[MediaStreamTrack], send_times: SendTimes
@@ -224,6 +234,15 @@ async def _close_quietly(client: Any) -> None:
         await asyncio.wait_for(client.close(), 5)
     except Exception as exc:
         logger.debug("closing %s: %r", client.name, exc)
+
+
+def _worker_count(url: str) -> int:
+    """Workers of the server at `url` (its /healthz lists them); 1 for a single process."""
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=5) as response:
+            return max(1, len(json.loads(response.read()).get("workers", [])))
+    except (OSError, ValueError, AttributeError):
+        return 1
 
 
 def _pid_listening_on(url: str) -> int | None:

@@ -26,7 +26,7 @@ class Writer(Protocol):
     @property
     def connected(self) -> bool: ...
 
-    def write(self, data: bytes) -> bool: ...
+    def write(self, data: bytes | bytearray) -> bool: ...
 
 
 class OutStream:
@@ -35,18 +35,22 @@ class OutStream:
     switch continues one stream on the subscriber's side."""
 
     __slots__ = ("ssrc", "rtx_ssrc", "writer", "on_sent", "sequencer", "cache", "rtx_sequence_number",
-                 "last_sent_s")
+                 "last_sent_s", "unreported_packets", "unreported_bytes")
 
     def __init__(self, ssrc: int, rtx_ssrc: int | None, writer: Writer,
-                 on_sent: Callable[[int, int], None] | None = None) -> None:
+                 on_sent: Callable[[int, int, int], None] | None = None) -> None:
         self.ssrc = ssrc
         self.rtx_ssrc = rtx_ssrc
         self.writer = writer
-        self.on_sent = on_sent  # (rtp timestamp, payload bytes): sender-report bookkeeping
+        # (rtp timestamp, payload bytes, packets) sent since the last call: sender-report bookkeeping,
+        # called once per frame (marker bit; every audio packet), not once per packet
+        self.on_sent = on_sent
         self.sequencer = Sequencer(random.randint(0, 0x7FFF), random.getrandbits(32))
         self.cache = PacketCache(PACKET_CACHE_SIZE)
         self.rtx_sequence_number = random.randint(0, 0x7FFF)
         self.last_sent_s = 0.0
+        self.unreported_packets = 0  # sent but not passed to on_sent yet
+        self.unreported_bytes = 0
 
 
 class DownTrack:
@@ -57,7 +61,8 @@ class DownTrack:
 
     __slots__ = ("layers", "out", "subscriber_id", "kind", "ready", "current", "target", "paused",
                  "pt_map", "rtx_pt", "clock_rate", "rewriter", "munger", "_last_keyframe_request_s",
-                 "packets_sent", "bytes_sent", "closed", "attached", "layer_index")
+                 "packets_sent", "bytes_sent", "closed", "attached", "layer_index", "source_first_seq",
+                 "_report_every_packet")
 
     def __init__(self, layers: list[TrackRelay], out: OutStream, subscriber_id: str) -> None:
         self.layers = layers  # low to high; one relay for a track without simulcast
@@ -79,6 +84,8 @@ class DownTrack:
         self.packets_sent = 0
         self.bytes_sent = 0
         self.closed = False
+        self.source_first_seq = -1  # first sequence number sent from the current source
+        self._report_every_packet = self.kind != "video"  # audio: a packet is a frame, marker or not
 
     @property
     def relay(self) -> TrackRelay:
@@ -91,15 +98,17 @@ class DownTrack:
         self.pt_map = pt_map
         self.rtx_pt = rtx_pt
         self.clock_rate = clock_rate or self.clock_rate
-        self.rewriter = HeaderRewriter(ext_id_map)
+        self.rewriter = HeaderRewriter.shared(ext_id_map)
         self.ready = bool(pt_map)
         if self.ready and not self.attached and not self.closed:
             self.attached = True
             self.select_layer(self.layer_index)
 
-    def select_layer(self, index: int | None) -> bool:
+    def select_layer(self, index: int | None, drop_current: bool = False) -> bool:
         """Forward layer `index` (switching at its next keyframe), or pause video with None.
-        Returns True if anything changed."""
+        `drop_current`: stop the current layer now instead of at the switch (its link is
+        overloaded: forwarding it until the target's keyframe would keep the queue full and
+        that keyframe from getting through). Returns True if anything changed."""
         if self.closed or not self.attached:
             if index is not None:
                 self.layer_index = index
@@ -128,45 +137,54 @@ class DownTrack:
         if self.target is not wanted:
             self.target = wanted
             wanted.add(self)
+        if drop_current and self.current is not None:
+            self.current.remove(self)
+            self.current = None
         return changed
 
     def write(self, data: bytes, payload_type: int, mime: str, sequence_number: int, timestamp: int,
-              header_bytes: int, source: TrackRelay) -> None:
-        """Hot path, once per packet per subscriber: copy + 12-byte patch + SRTP + sendto."""
+              header_bytes: int, source: TrackRelay) -> bool:
+        """Hot path, once per packet per subscriber: copy + 12-byte patch + SRTP + sendto. True if the
+        packet was sent (the relay counts forwarded packets once per incoming packet)."""
         if not self.ready:
-            return
+            return False
         if source is not self.current or self.target is not None:
             if source is self.target:
                 if not self._switch(data, mime, sequence_number, timestamp, header_bytes):
-                    return
+                    return False
             elif source is not self.current:
-                return
+                return False
         out = self.out
         mapped = out.sequencer.map(sequence_number, timestamp)
         if mapped is None:
-            return
+            return False
         out_pt = self.pt_map.get(mime)
         if out_pt is None:
-            return
-        buf = self.rewriter.rewrite(data, out_pt, mapped[0], mapped[1], out.ssrc)
+            return False
+        out_sequence_number, out_timestamp = mapped
+        buf = self.rewriter.rewrite(data, out_pt, out_sequence_number, out_timestamp, out.ssrc)
         if buf is None:
             COUNTERS.rtp_malformed += 1
-            return
+            return False
         if self.munger is not None:
             self.munger.munge(buf, header_bytes)
-        packet = bytes(buf)
-        out.cache.put(mapped[0], packet)
-        if out.writer.write(packet):
-            self.packets_sent += 1
-            self.bytes_sent += len(packet)
-            COUNTERS.rtp_forwarded += 1
-            COUNTERS.rtp_forwarded_bytes += len(packet)
-            if out.on_sent is not None:
-                out.on_sent(mapped[1], len(packet) - header_bytes)
-            if data[1] & 0x80:  # marker: the end of a frame; a later switch continues from here
-                out.last_sent_s = time.monotonic()
-        else:
+        out.cache.put(out_sequence_number, buf)  # nothing mutates buf after this point
+        if not out.writer.write(buf):
             COUNTERS.send_failures += 1
+            return False
+        size = len(buf)
+        self.packets_sent += 1
+        self.bytes_sent += size
+        out.unreported_packets += 1
+        out.unreported_bytes += size - header_bytes
+        marker = data[1] & 0x80  # the end of a frame: a later switch continues from here
+        if marker or self._report_every_packet:
+            if out.on_sent is not None:
+                out.on_sent(out_timestamp, out.unreported_bytes, out.unreported_packets)
+            out.unreported_packets = out.unreported_bytes = 0
+            if marker:
+                out.last_sent_s = time.monotonic()
+        return True
 
     def _switch(self, data: bytes, mime: str, sequence_number: int, timestamp: int,
                 header_bytes: int) -> bool:
@@ -189,6 +207,7 @@ class DownTrack:
         out = self.out
         gap = max(1, int((now - out.last_sent_s) * self.clock_rate)) if out.last_sent_s else 1
         out.sequencer.switch_source(sequence_number, timestamp, min(gap, self.clock_rate * 10))
+        self.source_first_seq = (out.sequencer.last_sequence_number + 1) & 0xFFFF
         if self.munger is not None:
             self.munger.switch_source(data, header_bytes)
         previous, self.current, self.target = self.current, self.target, None
@@ -201,8 +220,14 @@ class DownTrack:
     def on_nack(self, sequence_numbers: list[int]) -> None:
         """RFC 4585 §6.2.1 Generic NACK: resend from the cache, as RTX (RFC 4588 §4) if negotiated."""
         out = self.out
+        first = self.source_first_seq
         for sequence_number in sequence_numbers:
             COUNTERS.nack_packets_requested += 1
+            if first >= 0 and (sequence_number - first) & 0x8000:
+                # sent before the current source's key frame: the decoder no longer needs it, and
+                # resending the old layer after a bandwidth down-switch would refill the link
+                COUNTERS.nack_packets_missed += 1
+                continue
             packet = out.cache.get(sequence_number)
             if packet is None:
                 COUNTERS.nack_packets_missed += 1
@@ -211,7 +236,7 @@ class DownTrack:
             if resend is not None and out.writer.write(resend):
                 COUNTERS.nack_packets_resent += 1
 
-    def _rtx(self, packet: bytes) -> bytes | None:
+    def _rtx(self, packet: bytes | bytearray) -> bytes | bytearray | None:
         header_bytes = header_size(packet)
         if header_bytes < 0:
             return None

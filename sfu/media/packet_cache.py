@@ -22,19 +22,19 @@ class PacketCache:
         self._mask = capacity - 1
         # -1 marks an empty slot: it never equals a 16-bit sequence number.
         self._sequence_numbers: list[int] = [-1] * capacity
-        self._packets: list[bytes | None] = [None] * capacity
+        self._packets: list[bytes | bytearray | None] = [None] * capacity
 
     @property
     def capacity(self) -> int:
         return self._mask + 1
 
-    def put(self, sequence_number: int, packet: bytes) -> None:
+    def put(self, sequence_number: int, packet: bytes | bytearray) -> None:
         """Store `packet` (kept by reference, not copied) under its 16-bit outgoing sequence number."""
         slot = sequence_number & self._mask
         self._sequence_numbers[slot] = sequence_number & 0xFFFF
         self._packets[slot] = packet
 
-    def get(self, sequence_number: int) -> bytes | None:
+    def get(self, sequence_number: int) -> bytes | bytearray | None:
         """The packet stored under `sequence_number`, or None if never stored or already overwritten."""
         slot = sequence_number & self._mask
         if self._sequence_numbers[slot] != sequence_number:

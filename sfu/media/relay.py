@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from struct import unpack_from
+from struct import Struct
 from typing import TYPE_CHECKING
 
 from sfu.media.counters import COUNTERS
@@ -15,6 +15,8 @@ from sfu.media.vp8 import vp8_keyframe_size
 
 if TYPE_CHECKING:
     from sfu.media.downtrack import DownTrack
+
+_SEQ_TS_SSRC = Struct("!HII")  # sequence number, timestamp, SSRC (RFC 3550 §5.1)
 
 KEYFRAME_REQUEST_INTERVAL_S = 0.5  # at most one PLI to the publisher per track per interval
 
@@ -73,16 +75,21 @@ class TrackRelay:
         if mime is None:
             COUNTERS.rtp_unknown_payload_type += 1
             return
+        size = len(data)
         self.packets_in += 1
-        self.bytes_in += len(data)
-        self.media_ssrc = unpack_from("!I", data, 8)[0]
+        self.bytes_in += size
+        sequence_number, timestamp, self.media_ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
         if self.muted:
             return
-        if mime == "video/vp8" and len(data) > header_bytes and data[header_bytes] & 0x10:
+        if mime == "video/vp8" and size > header_bytes and data[header_bytes] & 0x10:
             self._note_keyframe_size(data, header_bytes)
-        sequence_number, timestamp = unpack_from("!HI", data, 2)
+        sent = 0
         for downtrack in self.downtracks:
-            downtrack.write(data, payload_type, mime, sequence_number, timestamp, header_bytes, self)
+            if downtrack.write(data, payload_type, mime, sequence_number, timestamp, header_bytes, self):
+                sent += 1
+        if sent:  # the rewrite never changes a packet's length
+            COUNTERS.rtp_forwarded += sent
+            COUNTERS.rtp_forwarded_bytes += sent * size
 
     def _note_keyframe_size(self, data: bytes, header_bytes: int) -> None:
         """The start of a VP8 partition: if it is a key frame, learn the layer's resolution."""

@@ -4,6 +4,7 @@ RFC 3550 §5.1 fixed header, RFC 3550 §5.3.1 extension block, RFC 8285 one-/two
 """
 
 import struct
+import weakref
 
 # This module runs once per forwarded packet. It reads and patches the wire bytes in place with
 # struct.unpack_from/pack_into instead of parsing into a packet object (e.g. aiortc's RtpPacket), which
@@ -134,7 +135,7 @@ class HeaderRewriter:
     than RFC 8285's are left untouched (receivers ignore unknown profiles, RFC 3550 §5.3.1).
     """
 
-    __slots__ = ("_one_byte_ids", "_two_byte_ids")
+    __slots__ = ("_one_byte_ids", "_two_byte_ids", "_memo_in", "_memo_out", "__weakref__")
 
     def __init__(self, ext_id_map: dict[int, int]) -> None:
         for in_id, out_id in ext_id_map.items():
@@ -148,6 +149,20 @@ class HeaderRewriter:
                 one_byte_ids[in_id] = out_id
         self._one_byte_ids: tuple[int, ...] = tuple(one_byte_ids)
         self._two_byte_ids: dict[int, int] = dict(ext_id_map)
+        # The last immutable input and its copy with the extension block rewritten: a relay hands the
+        # same bytes object to every subscriber, and subscribers with the same id map share a rewriter
+        # (`shared`), so the extension walk runs once per packet, not once per subscriber.
+        self._memo_in: bytes | None = None
+        self._memo_out: bytes | bytearray = b""
+
+    @classmethod
+    def shared(cls, ext_id_map: dict[int, int]) -> "HeaderRewriter":
+        """The rewriter for this id map, shared by everyone who asks for an equal map while it lives."""
+        key = tuple(sorted(ext_id_map.items()))
+        rewriter = _SHARED_REWRITERS.get(key)
+        if rewriter is None:
+            rewriter = _SHARED_REWRITERS[key] = cls(ext_id_map)
+        return rewriter
 
     def rewrite(
         self,
@@ -158,10 +173,19 @@ class HeaderRewriter:
         ssrc: int,
     ) -> bytearray | None:
         """A rewritten copy of `buf` (marker bit and CSRCs kept), or None if the packet is malformed."""
-        header_bytes = header_size(buf)
-        if header_bytes < 0:
-            return None
-        out = bytearray(buf)
+        if buf is self._memo_in:
+            out = bytearray(self._memo_out)
+        else:
+            template = self._rewrite_extensions(buf)
+            if template is None:
+                return None
+            if type(buf) is bytes:  # immutable: safe to reuse for the next call with this very object
+                self._memo_in, self._memo_out = buf, template
+                out = bytearray(template)
+            elif template is buf:
+                out = bytearray(buf)
+            else:
+                out = template  # type: ignore[assignment]  # a fresh bytearray
         _MARKER_PT_SEQ_TS_SSRC.pack_into(
             out,
             1,
@@ -170,9 +194,19 @@ class HeaderRewriter:
             timestamp & 0xFFFFFFFF,
             ssrc & 0xFFFFFFFF,
         )
-        if not out[0] & 0x10:  # fast path: no extension block
-            return out
-        block_start = RTP_HEADER_BYTES + (out[0] & 0x0F) * 4
+        return out
+
+    def _rewrite_extensions(self, buf: bytes | bytearray) -> bytes | bytearray | None:
+        """`buf` itself when it has no extension block, else a copy with the block rewritten; None if
+        the packet is malformed."""
+        header_bytes = header_size(buf)
+        if header_bytes < 0:
+            return None
+        first = buf[0]
+        if not first & 0x10:  # fast path: no extension block
+            return buf
+        out = bytearray(buf)
+        block_start = RTP_HEADER_BYTES + (first & 0x0F) * 4
         profile = (out[block_start] << 8) | out[block_start + 1]
         if profile == _ONE_BYTE_PROFILE:
             ok = self._rewrite_one_byte(out, block_start + 4, header_bytes)
@@ -225,3 +259,7 @@ class HeaderRewriter:
                 out[pos:element_end] = _ZERO_RUNS[element_end - pos]
             pos = element_end
         return True
+
+
+_SHARED_REWRITERS: "weakref.WeakValueDictionary[tuple[tuple[int, int], ...], HeaderRewriter]" = (
+    weakref.WeakValueDictionary())

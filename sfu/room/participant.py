@@ -17,7 +17,7 @@ from sfu.media.relay import TrackRelay
 from sfu.room.allocation import QualityPrefs, SubscriberBandwidth
 from sfu.rtc import sdp
 from sfu.rtc.peer import PeerSession
-from sfu.signaling.messages import ErrorCode, SignalingError, message
+from sfu.signaling.messages import ErrorCode, SignalingError, error, message
 
 if TYPE_CHECKING:
     from sfu.room.room import Room
@@ -43,6 +43,7 @@ class PublishedTrack:
     mid: str
     relays: list[TrackRelay]  # one per simulcast layer, in the publisher's order
     layers_needed: list[str] = field(default_factory=list)  # last told to the publisher (dynacast)
+    orphaned: bool = False  # its publisher is resuming on a new connection and has not republished it yet
 
     @property
     def relay(self) -> TrackRelay:
@@ -62,6 +63,10 @@ class PublishedTrack:
         return data
 
 
+async def _discard(msg: dict[str, Any]) -> None:
+    return None
+
+
 class Participant:
     def __init__(self, room: Room, name: str, send: Send, *, auto_subscribe: bool,
                  ice_servers: list[RTCIceServer]) -> None:
@@ -71,15 +76,28 @@ class Participant:
         self.send = send
         self.auto_subscribe = auto_subscribe
         self.peer = PeerSession(self.id, ice_servers)
+        self.peer.pc.on("datachannel", self._on_datachannel)
         self.bandwidth = SubscriberBandwidth(estimate=self.peer.estimate)
         self.tracks: dict[str, PublishedTrack] = {}  # own publications by track id
         self.wanted: set[str] = set()  # track ids this participant should receive
         self._negotiation: asyncio.Task[None] | None = None
         self._renegotiate = False
         self._first_offer = asyncio.Event()  # set once the client's first offer was answered
+        self.resume_token = secrets.token_urlsafe(24)
+        self.connected = True  # False while its signaling connection is gone (resume grace period)
+        self.close_connection: Callable[[], Awaitable[None]] | None = None  # closes the current socket
+        self._ice_servers = ice_servers
+        self.grace_task: asyncio.Task[None] | None = None
         self.left = False
         self.can_publish = True  # from the access token's grant, set at join
         self.identity = ""  # the access token's subject (else the participant id), set at join
+
+    def _on_datachannel(self, channel: Any) -> None:
+        def on_error(code: str, text: str) -> None:
+            log.warning("participant %s: data: %s: %s", self.id, code, text)
+            asyncio.ensure_future(self.send(error(ErrorCode(code), text)))
+
+        self.room.data.attach(self, channel, on_error)
 
     def info(self) -> dict[str, Any]:
         return {"id": self.id, "name": self.name}
@@ -97,13 +115,17 @@ class Participant:
                     return
                 answer_sdp, new_sections, gone_mids = result
                 published = [self._publish_section(s, meta.get(s.mid) or {}) for s in new_sections]
-                gone = [t for t in self.tracks.values() if t.mid in gone_mids]
+                gone = [t for t in self.tracks.values() if t.mid in gone_mids and not t.orphaned]
+                gone += [t for t in self.tracks.values() if t.orphaned]  # not republished after a resume
             await self.send(message("answer", sdp=answer_sdp))
             self._first_offer.set()
         except sdp.SdpError as exc:
             raise SignalingError(ErrorCode.BAD_SDP, str(exc)) from None
-        for track in published:
-            await self.room.announce_track(track)
+        for track, resumed in published:
+            if resumed:  # the others keep receiving it as the same track: only its owner hears of it
+                await self.send(message("track_published", track=track.info(own=True)))
+            else:
+                await self.room.announce_track(track)
         for track in gone:
             await self.room.unpublish(track)
         self.schedule_negotiation()
@@ -112,10 +134,15 @@ class Participant:
         return any(s.direction in ("sendonly", "sendrecv") and not s.rejected and s.mid not in self.peer.publications
                    for s in sdp.media_sections(offer_sdp))
 
-    def _publish_section(self, section: sdp.MediaSection, meta: dict[str, Any]) -> PublishedTrack:
+    def _publish_section(self, section: sdp.MediaSection, meta: dict[str, Any]) -> tuple[PublishedTrack, bool]:
         source = meta.get("source") or ("microphone" if section.kind == "audio" else "camera")
         request_pli = self.peer.keyframe_requester(section.mid)
         answered = sdp.section_by_mid(self.peer.pc.localDescription.sdp, section.mid)
+        orphan = next((t for t in self.tracks.values() if t.orphaned and t.kind == section.kind
+                       and t.source == source and len(t.relays) == len(self.peer.simulcast.get(section.mid) or [""])),
+                      None)
+        if orphan is not None:
+            return self._resume_track(orphan, section, request_pli, answered), True
         relays = [TrackRelay(section.kind, request_pli) for _ in (self.peer.simulcast.get(section.mid) or [""])]
         for relay in relays:
             relay.ext_ids = dict(answered.extmaps) if answered else {}
@@ -125,6 +152,24 @@ class Participant:
         self.tracks[track.id] = track
         log.info("participant %s published %s %s (%s) as %s", self.id, track.kind, track.source,
                  section.mid, track.id)
+        return track, False
+
+    def _resume_track(self, track: PublishedTrack, section: sdp.MediaSection, request_pli: Any,
+                      answered: sdp.MediaSection | None) -> PublishedTrack:
+        """A track republished after a resume feeds the same relays: every subscriber's downtrack
+        restarts at the next key frame, continuing its own sequence numbers and timestamps, so its
+        decoder sees one stream and no new track."""
+        for relay in track.relays:
+            relay._request_pli = request_pli
+            relay.media_ssrc = None
+            if answered is not None:
+                relay.ext_ids = dict(answered.extmaps)
+        self.peer.add_publication(section, track.relays)
+        track.mid, track.orphaned = section.mid, False
+        for downtrack in {id(d): d for r in track.relays for d in r.downtracks if hasattr(d, "select_layer")}.values():
+            downtrack.select_layer(None)
+            downtrack.select_layer(downtrack.layer_index)
+        log.info("participant %s resumed %s %s (%s) as %s", self.id, track.kind, track.source, section.mid, track.id)
         return track
 
     async def handle_answer(self, answer_sdp: str) -> None:
@@ -191,6 +236,30 @@ class Participant:
             if self._renegotiate and not self.left:
                 self._renegotiate = False
                 self._negotiation = asyncio.ensure_future(self._negotiate())
+
+    async def suspend(self) -> None:
+        """The signaling connection is gone: close the peer connection (its transport is dead or
+        about to be replaced) but keep the published tracks, whose subscribers keep their
+        downtracks, until the participant resumes or its grace period ends."""
+        self.connected = False
+        self.send = _discard  # nobody listens until it resumes
+        for track in self.tracks.values():
+            track.orphaned = True
+        if self._negotiation is not None and not self._negotiation.done():
+            self._negotiation.cancel()
+        await self.peer.close()
+
+    async def rebind(self, send: Send) -> None:
+        """Resume on a new signaling connection with a fresh peer connection."""
+        if self.connected:
+            await self.suspend()
+        self.send = send
+        self.peer = PeerSession(self.id, self._ice_servers)
+        self.peer.pc.on("datachannel", self._on_datachannel)
+        self.bandwidth = SubscriberBandwidth(estimate=self.peer.estimate, prefs=self.bandwidth.prefs)
+        self._first_offer = asyncio.Event()
+        self.connected = True
+        self.left = False
 
     async def close(self) -> None:
         self.left = True

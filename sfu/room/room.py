@@ -3,14 +3,17 @@ everyone gets when that changes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from typing import Any
 
 from aiortc import RTCIceServer
 
+from sfu.data.relay import DataRelay
 from sfu.room.participant import Participant, PublishedTrack, Send
-from sfu.signaling.messages import ErrorCode, SignalingError, message
+from sfu.signaling.messages import ErrorCode, SignalingError, error, message
+from sfu.speaker import SpeakerDetector
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +22,19 @@ log = logging.getLogger(__name__)
 RoomObserver = Callable[[str, "Room", dict[str, Any]], None]
 
 
+NO_LIMIT = 1 << 30
+
+
 class Room:
-    def __init__(self, name: str, max_participants: int, observer: RoomObserver | None = None) -> None:
+    def __init__(self, name: str, max_participants: int, observer: RoomObserver | None = None,
+                 max_subscriptions: int = NO_LIMIT) -> None:
         self.name = name
         self.max_participants = max_participants
+        self.max_subscriptions = max_subscriptions  # per participant: auto-subscription stops there
         self.participants: dict[str, Participant] = {}
         self.tracks: dict[str, PublishedTrack] = {}
+        self.data = DataRelay()
+        self.speakers = SpeakerDetector()
         self.observer = observer
 
     def notify(self, event: str, **data: Any) -> None:
@@ -46,17 +56,19 @@ class Room:
             self.notify("room_started")
         self.participants[participant.id] = participant
         if auto_subscribe:
-            participant.wanted.update(self.tracks)
+            participant.wanted.update(list(self.tracks)[:self.max_subscriptions])
         log.info("room %s: participant %s (%s) joined", self.name, participant.id, name,
                  extra={"room": self.name, "participant": participant.id, "event": "join"})
         self.notify("participant_joined", participant=_described(participant))
         return participant
 
-    def joined_message(self, participant: Participant, ice_servers: list[dict[str, Any]]) -> dict[str, Any]:
+    def joined_message(self, participant: Participant, ice_servers: list[dict[str, Any]],
+                       resumed: bool = False) -> dict[str, Any]:
         return message(
             "joined", participant=participant.info(), room=self.name,
             participants=[p.info() for p in self.participants.values() if p is not participant],
-            tracks=[t.info() for t in self.tracks.values()], ice_servers=ice_servers,
+            tracks=[t.info(own=t.participant_id == participant.id) for t in self.tracks.values()],
+            ice_servers=ice_servers, resume_token=participant.resume_token, resumed=resumed,
         )
 
     async def broadcast(self, msg: dict[str, Any], exclude: Participant | None = None) -> None:
@@ -74,6 +86,10 @@ class Room:
             own = participant is owner
             await participant.send(message("track_published", track=track.info(own=own)))
             if not own and participant.auto_subscribe:
+                if len(participant.wanted) >= self.max_subscriptions:
+                    await participant.send(error(ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"not subscribed to {track.id}: "
+                                                 f"at most {self.max_subscriptions} subscriptions"))
+                    continue
                 participant.want([track.id])
 
     async def unpublish(self, track: PublishedTrack) -> None:
@@ -99,7 +115,11 @@ class Room:
         for track in list(participant.tracks.values()):
             await self.unpublish(track)
         del self.participants[participant.id]
-        await participant.close()
+        self.data.detach(participant.id)
+        try:
+            await participant.close()
+        except Exception:  # whatever state the peer's connection is in, the others are told it left
+            log.exception("room %s: closing participant %s failed", self.name, participant.id)
         log.info("room %s: participant %s left", self.name, participant.id,
                  extra={"room": self.name, "participant": participant.id, "event": "leave"})
         self.notify("participant_left", participant=_described(participant))
@@ -117,7 +137,7 @@ class Room:
             # The packets dropped while muted would leave a gap in each subscriber's sequence
             # numbers that its jitter buffer waits on: restart every downtrack instead (pause, then
             # resume: it continues the sequence at the publisher's next keyframe).
-            downtracks = {id(d): d for relay in relays for d in relay.downtracks}
+            downtracks = {id(d): d for relay in relays for d in relay.downtracks if hasattr(d, "select_layer")}
             for downtrack in downtracks.values():
                 downtrack.select_layer(None)
                 downtrack.select_layer(downtrack.layer_index)
@@ -140,16 +160,39 @@ def _described(participant: Participant) -> dict[str, Any]:
 class RoomRegistry:
     """The rooms of this process, created on first join and dropped when empty."""
 
-    def __init__(self, max_participants: int, observer: RoomObserver | None = None) -> None:
+    def __init__(self, max_participants: int, observer: RoomObserver | None = None,
+                 max_subscriptions: int = NO_LIMIT) -> None:
         self.max_participants = max_participants
         self.observer = observer
+        self.max_subscriptions = max_subscriptions
         self.rooms: dict[str, Room] = {}
 
     def get_or_create(self, name: str) -> Room:
         room = self.rooms.get(name)
         if room is None:
-            room = self.rooms[name] = Room(name, self.max_participants, self.observer)
+            room = self.rooms[name] = Room(name, self.max_participants, self.observer, self.max_subscriptions)
         return room
+
+    async def suspend(self, participant: Participant, grace_s: float) -> None:
+        """Hold a participant whose connection dropped: its tracks stay, the others are told
+        nothing; unless it resumes within `grace_s`, it leaves like any other."""
+        await participant.suspend()
+
+        async def expire() -> None:
+            await asyncio.sleep(grace_s)
+            if not participant.connected and not participant.left:
+                log.info("room %s: participant %s did not resume within %.0f s", participant.room.name,
+                         participant.id, grace_s)
+                await self.leave(participant)
+
+        self.cancel_grace(participant)
+        participant.grace_task = asyncio.ensure_future(expire())
+
+    def cancel_grace(self, participant: Participant) -> None:
+        task = getattr(participant, "grace_task", None)
+        if task is not None and not task.done():
+            task.cancel()
+        participant.grace_task = None
 
     async def leave(self, participant: Participant) -> None:
         room = participant.room

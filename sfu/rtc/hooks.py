@@ -9,18 +9,35 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aioice.ice
+import pylibsrtp
 from aioice.ice import StunProtocol
-from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender, clock
+from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import State as DtlsState
 
 log = logging.getLogger(__name__)
 
 RtpTap = Callable[[bytes, int], None]
 RtcpTap = Callable[[Any], Awaitable[None]]
+
+_CONNECTED = DtlsState.CONNECTED
+_NTP_EPOCH_OFFSET_S = 2208988800  # 1900-01-01 → 1970-01-01 (RFC 5905)
+_NTP_EPOCH_OFFSET_MS = _NTP_EPOCH_OFFSET_S * 1000
+
+try:  # pylibsrtp's cffi binding: lets RtpWriter protect in the session's buffer without its wrapper
+    from pylibsrtp._binding import ffi as _srtp_ffi
+    from pylibsrtp._binding import lib as _srtp_lib
+
+    _srtp_protect = _srtp_lib.srtp_protect
+    _srtp_unprotect = _srtp_lib.srtp_unprotect
+    _SRTP_OK = _srtp_lib.srtp_err_status_ok
+except (ImportError, AttributeError):  # pragma: no cover - another pylibsrtp: the public API is used
+    _srtp_ffi = _srtp_protect = _srtp_unprotect = None
+    _SRTP_OK = 0
 
 _original_get_host_addresses = aioice.ice.get_host_addresses
 
@@ -59,8 +76,20 @@ def include_loopback_candidates(enabled: bool) -> None:
 
 def tap_rtp(dtls: RTCDtlsTransport, on_rtp: RtpTap) -> bool:
     """Route every decrypted RTP packet of this transport to `on_rtp(data, arrival_time_ms)`
-    instead of aiortc's parser, router, jitter buffer and decoder. Returns False if already tapped."""
+    instead of aiortc's parser, router, jitter buffer and decoder. Returns False if already tapped.
+
+    Two taps, same handler:
+    - synchronous (the hot one): each of the ICE connection's UDP protocols hands SRTP datagrams
+      (first byte 128-191, RFC 7983) that are not RTCP straight to `SrtpTap`, which unprotects them
+      with the DTLS transport's receive session and calls `on_rtp`. This skips aioice's STUN parse
+      attempt, its queue, and aiortc's receive coroutines (one wake-up per datagram);
+    - aiortc's `_handle_rtp_data` is replaced too, for the packets that still take aiortc's path
+      (before the DTLS handshake completed, or datagrams already queued when the tap went in).
+    STUN (ICE checks, consent), DTLS and SRTCP keep aiortc's path unchanged."""
     if getattr(dtls, "_sfu_tapped", False):
+        tap = getattr(dtls, "_sfu_srtp_tap", None)
+        if tap is not None:
+            tap.attach()  # protocols gathered since the first tap
         return False
 
     async def handle_rtp_data(data: bytes, arrival_time_ms: int) -> None:
@@ -68,45 +97,197 @@ def tap_rtp(dtls: RTCDtlsTransport, on_rtp: RtpTap) -> bool:
 
     dtls._handle_rtp_data = handle_rtp_data  # type: ignore[method-assign]
     dtls._sfu_tapped = True  # type: ignore[attr-defined]
+    connection = getattr(getattr(dtls, "transport", None), "_connection", None)
+    if connection is not None and hasattr(connection, "_protocols") and hasattr(connection, "data_received"):
+        tap = SrtpTap(dtls, connection, on_rtp)
+        dtls._sfu_srtp_tap = tap  # type: ignore[attr-defined]
+        tap.attach()
     return True
+
+
+class SrtpTap:
+    """The synchronous receive path of one DTLS transport (see `tap_rtp`)."""
+
+    __slots__ = ("dtls", "connection", "on_rtp", "packets", "errors", "_protocols", "_session", "_unprotect")
+
+    def __init__(self, dtls: RTCDtlsTransport, connection: Any, on_rtp: RtpTap) -> None:
+        self.dtls = dtls
+        self.connection = connection
+        self.on_rtp = on_rtp
+        self.packets = 0
+        self.errors = 0
+        self._protocols: list[Any] = []  # the protocols whose datagram_received we wrapped
+        self._session: Any = None  # the receive session `_unprotect` was built for
+        self._unprotect: Callable[[bytes], bytes | None] | None = None
+
+    def attach(self) -> None:
+        """Wrap `datagram_received` of every UDP protocol of the connection not wrapped yet
+        (per instance: asyncio and uvloop look the handler up on the protocol per datagram)."""
+        for protocol in list(self.connection._protocols):
+            if type(protocol) is not StunProtocol or any(p is protocol for p in self._protocols):
+                continue  # TURN-relayed protocols keep aioice's path
+            protocol.datagram_received = self._wrap(  # type: ignore[method-assign,assignment]
+                protocol.datagram_received)
+            self._protocols.append(protocol)
+
+    def _wrap(self, original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+        dtls = self.dtls
+        receive = self.receive
+
+        def datagram_received(data: Any, addr: Any) -> None:
+            # RFC 7983: 128-191 is RTP/RTCP; RTCP packet types are 192-208 (aiortc's is_rtcp). The
+            # SRTP receive session exists once the transport is CONNECTED (aiortc keys it first).
+            if len(data) > 11 and 127 < data[0] < 192 and not 191 < data[1] < 209 and dtls._state is _CONNECTED:
+                receive(data)
+            else:
+                original(data, addr)
+
+        return datagram_received
+
+    def receive(self, data: bytes) -> None:
+        dtls = self.dtls
+        dtls._RTCDtlsTransport__rx_bytes += len(data)  # type: ignore[attr-defined]  # getStats
+        dtls._RTCDtlsTransport__rx_packets += 1  # type: ignore[attr-defined]
+        unprotect = self._unprotect
+        if unprotect is None or dtls._rx_srtp is not self._session:
+            unprotect = self._bind_unprotect()
+        plain = unprotect(data)
+        if plain is None:  # replayed or not authentic: aiortc drops it too
+            self.errors += 1
+            return
+        self.packets += 1
+        try:
+            self.on_rtp(plain, int(time.time() * 1000) + _NTP_EPOCH_OFFSET_MS)  # aiortc's clock.current_ms
+        except Exception:  # never into the event loop's datagram callback
+            self.errors += 1
+            log.exception("RTP handler failed (packet dropped)")
+
+    def _bind_unprotect(self) -> Callable[[bytes], bytes | None]:
+        """SRTP unprotect on the receive session, in its own C buffer (pylibsrtp's `unprotect` minus
+        its per-call allocation and checks); the public API if pylibsrtp's internals differ."""
+        session = self._session = self.dtls._rx_srtp
+        try:
+            if _srtp_unprotect is None or _srtp_ffi is None:
+                raise AttributeError("no pylibsrtp binding")
+            srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
+            limit = len(cdata)
+            length = _srtp_ffi.new("int *")
+            srtp_unprotect = _srtp_unprotect
+
+            def unprotect(data: bytes) -> bytes | None:
+                size = len(data)
+                if size > limit:
+                    return None
+                buffer[0:size] = data
+                length[0] = size
+                if srtp_unprotect(srtp, cdata, length) != _SRTP_OK:
+                    return None
+                return bytes(buffer[0:length[0]])
+
+        except (AttributeError, TypeError):  # pragma: no cover - another pylibsrtp
+
+            def unprotect(data: bytes) -> bytes | None:
+                try:
+                    return session.unprotect(data)  # type: ignore[no-any-return]
+                except pylibsrtp.Error:
+                    return None
+
+        self._unprotect = unprotect
+        return unprotect
 
 
 class RtpWriter:
     """SRTP-protects and sends RTP/RTCP on a DTLS transport, synchronously.
 
     aiortc's `_send_rtp` is a chain of four coroutines per packet; on the forwarding path we protect
-    and `sendto` directly on the nominated ICE pair's socket (one C call each)."""
+    and `sendto` directly on the nominated ICE pair's socket (one C call each). What `write` needs
+    (the nominated pair's `sendto` and address, the SRTP session's C buffer) is looked up once and
+    checked by identity per packet: the pair (aioice replaces it, never mutates it) and the session."""
 
-    __slots__ = ("dtls", "packets", "bytes", "errors")
+    __slots__ = ("dtls", "packets", "bytes", "errors", "_nominated", "_pair", "_session", "_send", "_addr",
+                 "_srtp", "_cdata", "_buffer", "_limit", "_length")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self.dtls = dtls
         self.packets = 0
         self.bytes = 0
         self.errors = 0
+        self._nominated: dict[int, Any] | None = None  # aioice Connection._nominated (never rebound)
+        self._pair: Any = None
+        self._session: Any = None  # the pylibsrtp.Session `_srtp`/`_cdata`/`_buffer` belong to
+        self._send: Callable[[Any, Any], Any] | None = None
+        self._addr: Any = None
+        self._srtp: Any = None
+        self._cdata: Any = None
+        self._buffer: Any = None
+        self._limit = 0
+        self._length: Any = None
 
     @property
     def connected(self) -> bool:
         dtls = self.dtls
         return dtls._state is DtlsState.CONNECTED and 1 in dtls.transport._connection._nominated
 
-    def write(self, data: bytes) -> bool:
+    def _bind(self) -> bool:
+        """(Re)read the nominated pair and the SRTP session; False if there is nothing to send on."""
         dtls = self.dtls
-        if dtls._state is not DtlsState.CONNECTED:
-            return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return False
-        try:
-            protected = dtls._tx_srtp.protect(data)
-        except Exception:  # pylibsrtp.Error: malformed packet; never raise into the relay
-            self.errors += 1
+        nominated = self._nominated
+        if nominated is None:
+            nominated = self._nominated = dtls.transport._connection._nominated
+        pair = nominated.get(1)
+        session = dtls._tx_srtp
+        if pair is None or session is None:
             return False
         protocol = pair.protocol
         if type(protocol) is StunProtocol:
-            protocol.transport.sendto(protected, pair.remote_addr)
+            self._send = protocol.transport.sendto
         else:  # a TURN-relayed pair: its send_data wraps the datagram, so go through it
-            asyncio.ensure_future(protocol.send_data(protected, pair.remote_addr))
+            send_data = protocol.send_data
+            self._send = lambda data, addr: asyncio.ensure_future(send_data(data, addr))
+        self._addr = pair.remote_addr
+        self._pair = pair
+        self._session = session
+        self._srtp = None
+        if _srtp_protect is not None and _srtp_ffi is not None:
+            try:  # pylibsrtp internals: protect in place in the session's own buffer (as it does)
+                self._srtp = session._srtp[0]
+                self._cdata = session._cdata
+                self._buffer = session._buffer
+                self._limit = len(session._cdata) - pylibsrtp.SRTP_MAX_TRAILER_LEN
+                self._length = _srtp_ffi.new("int *")
+            except (AttributeError, TypeError):  # pragma: no cover - another pylibsrtp
+                self._srtp = None
+        return True
+
+    def write(self, data: bytes | bytearray) -> bool:
+        dtls = self.dtls
+        if dtls._state is not _CONNECTED:
+            return False
+        nominated = self._nominated
+        if nominated is None or nominated.get(1) is not self._pair or dtls._tx_srtp is not self._session:
+            if not self._bind():
+                return False
+        srtp = self._srtp
+        if srtp is not None:
+            size = len(data)
+            if size > self._limit:
+                self.errors += 1
+                return False
+            buffer = self._buffer
+            buffer[0:size] = data
+            length = self._length
+            length[0] = size
+            if _srtp_protect(srtp, self._cdata, length) != _SRTP_OK:  # malformed: never raise into the relay
+                self.errors += 1
+                return False
+            protected = buffer[0:length[0]]
+        else:
+            try:
+                protected = self._session.protect(bytes(data))
+            except Exception:  # pylibsrtp.Error: malformed packet; never raise into the relay
+                self.errors += 1
+                return False
+        self._send(protected, self._addr)  # type: ignore[misc]
         self.packets += 1
         self.bytes += len(protected)
         return True
@@ -149,14 +330,21 @@ def tap_sender_rtcp(sender: RTCRtpSender, on_rtcp: RtcpTap) -> None:
     sender._sfu_tapped = True  # type: ignore[attr-defined]
 
 
-def feed_sender_report(sender: RTCRtpSender, rtp_timestamp: int, payload_bytes: int) -> None:
+def feed_sender_report(sender: RTCRtpSender, rtp_timestamp: int, payload_bytes: int, packets: int = 1) -> None:
     """aiortc's sender builds its RTCP SR from counters that only its encoder loop updates; the SFU
     writes around that loop, so it keeps them current (NTP time of the last packet sent, its RTP
-    timestamp, packet and octet counts) or subscribers get an SR mapping RTP 0 to NTP 0."""
-    sender._RTCRtpSender__ntp_timestamp = clock.current_ntp_time()  # type: ignore[attr-defined]
+    timestamp, packet and octet counts) or subscribers get an SR mapping RTP 0 to NTP 0.
+
+    Called once per frame (the downtrack batches the packets of a frame: `packets`, `payload_bytes`
+    since the last call); the NTP time is aiortc's `clock.current_ntp_time()` computed from
+    `time.time()` (same value, a twentieth of the cost)."""
+    now = time.time()
+    seconds = int(now)
+    sender._RTCRtpSender__ntp_timestamp = (  # type: ignore[attr-defined]
+        (seconds + _NTP_EPOCH_OFFSET_S) << 32 | int((now - seconds) * 1_000_000) * (1 << 32) // 1_000_000)
     sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
     sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
-    sender._RTCRtpSender__packet_count += 1  # type: ignore[attr-defined]
+    sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:

@@ -41,6 +41,7 @@ from sfu.rtc.sdp import ROUTING_URIS, URI_MID, ExtmapIds, MediaSection, SdpError
 
 log = logging.getLogger(__name__)
 
+MAX_NACKED_PER_PACKET = 256  # sequence numbers honoured per NACK packet
 NON_MEDIA_CODECS = ("/rtx", "/red", "/ulpfec", "/flexfec-03", "/telephone-event", "/cn")
 
 
@@ -338,7 +339,9 @@ class PeerSession:
         if name == "RtcpRtpfbPacket" and packet.fmt == RTCP_RTPFB_NACK:
             COUNTERS.nack_received += 1
             if downtrack is not None:
-                downtrack.on_nack(list(packet.lost))
+                # one NACK can name thousands of packets (RFC 4585 §6.2.1 bitmasks); more than this
+                # many is a subscriber asking for a resend of seconds of video: answer the newest
+                downtrack.on_nack([seq & 0xFFFF for seq in packet.lost[-MAX_NACKED_PER_PACKET:]])
         elif name == "RtcpPsfbPacket" and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
             if packet.fmt == RTCP_PSFB_PLI:
                 COUNTERS.pli_received += 1
@@ -381,4 +384,7 @@ class PeerSession:
                 slot.downtrack.close()
         self.slots.clear()
         self._relay_by_ssrc.clear()
-        await self.pc.close()
+        try:
+            await self.pc.close()
+        except Exception:  # a connection broken by bad input must not keep its participant alive
+            log.exception("participant %s: closing the peer connection failed", self.participant_id)

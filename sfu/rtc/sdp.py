@@ -61,11 +61,22 @@ def validate(sdp: str) -> None:
         raise SdpError("SDP must start with v=0")
     try:
         parsed = aiortc_sdp.SessionDescription.parse(sdp)
+        str(parsed)  # aiortc re-serializes it on every read of pc.remoteDescription: that must work too
     except Exception as exc:  # aiortc raises ValueError, KeyError, IndexError... on bad input
         raise SdpError(f"invalid SDP: {exc}") from exc
+    mids = set()
     for media in parsed.media:
         if media.kind in ("audio", "video", "application") and not media.rtp.muxId:
             raise SdpError("every m-section needs a=mid")
+        if media.kind in ("audio", "video") and media.direction is None:
+            # aiortc cannot answer it (RFC 3264's default sendrecv is not applied)
+            raise SdpError("every m-section needs a direction (a=sendrecv/sendonly/recvonly/inactive)")
+        mids.add(media.rtp.muxId)
+    for group in parsed.group:
+        # RFC 8843 §7.2: a BUNDLE group names m-sections of this description. aiortc leaves a
+        # transceiver without transport when it does not, and cannot even close the connection then.
+        if group.semantic == "BUNDLE" and not {str(item) for item in group.items} <= mids:
+            raise SdpError("a=group:BUNDLE names a mid that no m-section has")
 
 
 def media_sections(sdp: str) -> list[MediaSection]:
@@ -75,12 +86,15 @@ def media_sections(sdp: str) -> list[MediaSection]:
         lines = [line.rstrip("\r") for line in block.split("\n") if line.strip()]
         m_line = lines[0].split()
         kind = m_line[0][2:]
-        if kind not in ("audio", "video"):
-            continue
+        if kind not in ("audio", "video") or len(m_line) < 2 or not m_line[1].isdigit():
+            continue  # validate() refuses such an m-line; this reader must not raise on it either
         sec = MediaSection(mid="", kind=kind, direction="sendrecv", port=int(m_line[1]))
         fid: list[tuple[int, int]] = []
         for line in lines[1:]:
-            _read_attribute(sec, line, fid)
+            try:
+                _read_attribute(sec, line, fid)
+            except (ValueError, IndexError):
+                continue  # a malformed attribute line is skipped: a peer's SDP never raises here
         sec.rtx_ssrcs = {rtx: media for media, rtx in fid}
         sec.send_rids = _simulcast_send_rids(lines)
         sections.append(sec)

@@ -17,6 +17,7 @@ from sfu.room.room import RoomRegistry
 from sfu.server.loop_watchdog import watch_loop_lag
 from sfu.server.node import Node
 from sfu.signaling.session import SignalingSession
+from sfu.speaker import SpeakerLoop
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ ROOMS_KEY = web.AppKey("rooms", RoomRegistry)
 NODE_KEY = web.AppKey("node", Node)
 SOCKETS_KEY: web.AppKey[set[web.WebSocketResponse]] = web.AppKey("sockets")
 WATCHDOG_KEY: web.AppKey[asyncio.Task[None]] = web.AppKey("watchdog")
+WORKER_KEY = web.AppKey("worker", int)  # set in a worker process of `--workers N` (sfu.server.workers)
 
 
 async def index(request: web.Request) -> web.StreamResponse:
@@ -34,11 +36,14 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 async def healthz(request: web.Request) -> web.Response:
     rooms = request.app[ROOMS_KEY]
-    return web.json_response({
+    body: dict[str, object] = {
         "status": "ok",
         "rooms": len(rooms.rooms),
         "participants": sum(len(r.participants) for r in rooms.rooms.values()),
-    })
+    }
+    if WORKER_KEY in request.app:
+        body["worker"] = request.app[WORKER_KEY]
+    return web.json_response(body)
 
 
 async def readyz(request: web.Request) -> web.Response:
@@ -59,11 +64,15 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     config = request.app[CONFIG_KEY]
     # aiohttp refuses larger frames itself (close 1009); our own check answers `too_large` for
     # anything between our limit and this hard cap.
-    ws = web.WebSocketResponse(heartbeat=20, max_msg_size=config.max_message_bytes * 4)
+    # heartbeat: a peer that vanished without closing (cable pulled) is noticed within ~5-10 s
+    ws = web.WebSocketResponse(heartbeat=5, max_msg_size=config.max_message_bytes * 4)
     await ws.prepare(request)
     sockets = request.app[SOCKETS_KEY]
     sockets.add(ws)
-    session = SignalingSession(ws, request.app[NODE_KEY], peer=str(request.remote))
+    peer = str(request.remote)
+    if WORKER_KEY in request.app:  # behind the parent's proxy, on a private unix socket
+        peer = request.headers.get("X-Forwarded-For", peer)
+    session = SignalingSession(ws, request.app[NODE_KEY], peer=peer)
     try:
         await session.run()
     finally:
@@ -89,10 +98,12 @@ async def _on_shutdown(app: web.Application) -> None:
             await watchdog
 
 
-def create_app(config: Config) -> web.Application:
+def create_app(config: Config, worker: int | None = None) -> web.Application:
     app = web.Application(client_max_size=config.max_message_bytes * 4)
     node = Node.create(config)
     app[CONFIG_KEY] = config
+    if worker is not None:
+        app[WORKER_KEY] = worker
     app[ROOMS_KEY] = node.rooms
     app[NODE_KEY] = node
     app[SOCKETS_KEY] = set()
@@ -117,4 +128,7 @@ def create_app(config: Config) -> web.Application:
     allocation = AllocationLoop(node.rooms)
     app.on_startup.append(allocation.on_startup)
     app.on_cleanup.append(allocation.on_cleanup)
+    speakers = SpeakerLoop(node.rooms)
+    app.on_startup.append(speakers.on_startup)
+    app.on_cleanup.append(speakers.on_cleanup)
     return app

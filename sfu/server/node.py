@@ -29,7 +29,8 @@ class Node:
     def create(cls, config: Config) -> Node:
         webhooks = WebhookSender(config.webhooks) if config.webhooks.urls else None
         node: Node
-        rooms = RoomRegistry(config.max_participants, observer=lambda e, r, d: node.on_room_event(e, r, d))
+        rooms = RoomRegistry(config.max_participants, observer=lambda e, r, d: node.on_room_event(e, r, d),
+                             max_subscriptions=config.rooms.max_subscriptions_per_participant)
         node = cls(config, rooms, Drain(rooms, config.server.drain_timeout_s), webhooks,
                    AddressMap(config.network.announced_ips))
         return node

@@ -7,6 +7,7 @@ import asyncio
 import logging
 import signal
 import ssl
+from typing import Any
 
 from aiohttp import web
 
@@ -23,25 +24,34 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
     return context
 
 
-async def serve(config: Config) -> int:
-    from sfu.rtc import hooks, media_ports
+async def serve(config: Config, unix_path: str | None = None, worker: int | None = None) -> int:
+    """`unix_path`, `worker`: a worker process of `--workers N` (sfu.server.workers) listens on a
+    private unix socket instead of `host:port`, and says which worker it is in /healthz."""
+    from sfu.rtc import hooks, media_ports, rtcp_guard
     from sfu.server.app import NODE_KEY, create_app
 
     hooks.check_aiortc()
+    rtcp_guard.install()
     hooks.include_loopback_candidates(config.include_loopback_candidates)
     network = config.network
     media_ports.configure(network.media_addresses, network.udp_port_min, network.udp_port_max)
-    if config.auth.dev_mode:
+    if config.auth.dev_mode and worker is None:
         log.warning("DEV MODE: joins need no access token, any room is open to anyone "
                     "(set auth.dev_mode = false and auth.jwt_secret for production)")
-    app = create_app(config)
+    app = create_app(config, worker)
     node = app[NODE_KEY]
-    runner = web.AppRunner(app, handle_signals=False)
+    # a worker's requests come from the parent, which logs the public ones
+    quiet: dict[str, Any] = {"access_log": None} if worker is not None else {}
+    runner = web.AppRunner(app, handle_signals=False, **quiet)
     await runner.setup()
-    context = tls_context(config)
-    await web.TCPSite(runner, config.host, config.port, ssl_context=context).start()
-    scheme = "https" if context else "http"
-    log.info("serving on %s://%s:%d (demo page at /, signaling at /ws)", scheme, config.host, config.port)
+    if unix_path is not None:
+        await web.UnixSite(runner, unix_path).start()
+        log.info("worker %s serving on unix:%s", worker, unix_path)
+    else:
+        context = tls_context(config)
+        await web.TCPSite(runner, config.host, config.port, ssl_context=context).start()
+        scheme = "https" if context else "http"
+        log.info("serving on %s://%s:%d (demo page at /, signaling at /ws)", scheme, config.host, config.port)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)

@@ -29,6 +29,13 @@ class ErrorCode(StrEnum):
     TOKEN_EXPIRED = "token_expired"
     FORBIDDEN = "forbidden"
     DRAINING = "draining"
+    RATE_LIMITED = "rate_limited"
+    TOO_MANY_ROOMS = "too_many_rooms"
+    TOO_MANY_TRACKS = "too_many_tracks"
+    TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
+    RESUME_FAILED = "resume_failed"
+    DATA_TOO_LARGE = "data_too_large"
+    DATA_RATE_LIMITED = "data_rate_limited"
     INTERNAL = "internal"
 
 
@@ -59,6 +66,7 @@ def _join(msg: dict[str, Any]) -> None:
         raise SignalingError(ErrorCode.BAD_MESSAGE, "'room' must be 1-128 characters of [A-Za-z0-9_.-]")
     _str(msg, "name", required=False, max_chars=MAX_NAME_CHARS)
     _str(msg, "token", required=False, max_chars=8192)
+    _str(msg, "resume", required=False, max_chars=128)
     if not isinstance(msg.get("auto_subscribe", True), bool):
         raise SignalingError(ErrorCode.BAD_MESSAGE, "'auto_subscribe' must be a boolean")
 
@@ -110,13 +118,19 @@ def _set_quality(msg: dict[str, Any]) -> None:
     _optional_int(msg, "layer", 0, 16)
 
 
+def _mute(msg: dict[str, Any]) -> None:
+    _str(msg, "track_id", max_chars=64)
+    if not isinstance(msg.get("muted"), bool):
+        raise SignalingError(ErrorCode.BAD_MESSAGE, "'muted' must be a boolean")
+
+
 def _nothing(msg: dict[str, Any]) -> None:
     return None
 
 
 VALIDATORS = {
     "join": _join, "offer": _offer, "answer": _answer, "candidate": _candidate,
-    "subscribe": _track_ids, "unsubscribe": _track_ids, "set_quality": _set_quality,
+    "subscribe": _track_ids, "unsubscribe": _track_ids, "set_quality": _set_quality, "mute": _mute,
     "leave": _nothing, "ping": _nothing,
 }
 

@@ -12,7 +12,9 @@ from aiohttp import WSMsgType, web
 from sfu import ice_servers
 from sfu.auth import authorize_join
 from sfu.room.participant import Participant
+from sfu.rtc.sdp import media_sections
 from sfu.signaling.messages import ErrorCode, SignalingError, error, message, parse
+from sfu.signaling.rate_limit import TokenBucket
 
 if TYPE_CHECKING:
     from sfu.server.node import Node
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1000  # queued server messages before a client that does not read is dropped
+CLOSE_RATE_LIMITED = 1008  # RFC 6455 §7.4.1 policy violation: kept flooding past `rate_limited`
 
 
 class SignalingSession:
@@ -33,6 +36,9 @@ class SignalingSession:
         self.can_subscribe = True
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_LIMIT)
         self.errors = 0
+        signaling = self.config.signaling
+        self.bucket = TokenBucket(signaling.messages_per_s, signaling.message_burst)
+        self.rate_limited = 0  # messages refused by the bucket on this connection
 
     async def send(self, msg: dict[str, Any]) -> None:
         """Queue a message; never blocks the room on a slow socket."""
@@ -70,7 +76,7 @@ class SignalingSession:
                 if self.participant is not None and self.participant.left:
                     break
         finally:
-            await self._leave()
+            await self._disconnected()
             self.outbox.put_nowait(None) if not self.outbox.full() else None
             try:
                 await asyncio.wait_for(writer, 2)
@@ -78,6 +84,9 @@ class SignalingSession:
                 writer.cancel()
 
     async def handle(self, text: str) -> None:
+        if not self.bucket.take():
+            await self._refuse_over_rate()
+            return
         request_id = None
         try:
             if len(text.encode()) > self.config.max_message_bytes:
@@ -91,6 +100,24 @@ class SignalingSession:
         except Exception:
             log.exception("%s: internal error handling a message", self.peer)
             await self.send(error(ErrorCode.INTERNAL, "internal error (logged)", request_id))
+
+    async def _refuse_over_rate(self) -> None:
+        """A message beyond the bucket is not parsed: `rate_limited` (logged once per connection);
+        a client that keeps going is disconnected."""
+        from sfu.metrics import SIGNALING_ERRORS
+
+        self.rate_limited += 1
+        SIGNALING_ERRORS.labels(code=str(ErrorCode.RATE_LIMITED)).inc()
+        limit = self.config.signaling.max_rate_limited
+        if self.rate_limited == 1:
+            log.warning("%s: signaling rate limit reached", self.peer,
+                        extra={"event": "error", "code": str(ErrorCode.RATE_LIMITED), "peer": self.peer})
+        if self.rate_limited >= limit:
+            log.warning("%s: %d messages over the rate limit, closing the connection", self.peer, limit)
+            await self.ws.close(code=CLOSE_RATE_LIMITED, message=b"signaling rate limit exceeded")
+            return
+        await self.send(error(ErrorCode.RATE_LIMITED, "too many messages: "
+                              f"at most {self.config.signaling.messages_per_s:g} per second"))
 
     async def _client_error(self, exc: SignalingError, request_id: Any = None) -> None:
         self.errors += 1
@@ -117,11 +144,17 @@ class SignalingSession:
         if participant is None:
             raise SignalingError(ErrorCode.WRONG_STATE, f"'{kind}' before 'join'")
         if kind == "offer":
+            self._check_track_limit(msg["sdp"])
             await participant.handle_offer(msg["sdp"], msg.get("tracks") or {})
         elif kind == "answer":
             await participant.handle_answer(msg["sdp"])
         elif kind == "candidate":
             await participant.handle_candidate(msg.get("candidate"))
+        elif kind == "mute":
+            track = participant.tracks.get(msg["track_id"])
+            if track is None:
+                raise SignalingError(ErrorCode.UNKNOWN_TRACK, f"you publish no track {msg['track_id']}")
+            await participant.room.set_track_muted(track, msg["muted"])
         elif kind == "set_quality":
             if msg["track_id"] not in participant.room.tracks:
                 raise SignalingError(ErrorCode.UNKNOWN_TRACK, f"no such track: {msg['track_id']}")
@@ -132,6 +165,9 @@ class SignalingSession:
             unknown = [t for t in msg["track_ids"] if t not in participant.room.tracks]
             if kind == "subscribe" and unknown:
                 raise SignalingError(ErrorCode.UNKNOWN_TRACK, f"no such track: {', '.join(unknown[:5])}")
+            limit = self.config.rooms.max_subscriptions_per_participant
+            if kind == "subscribe" and len(participant.wanted | set(msg["track_ids"])) > limit:
+                raise SignalingError(ErrorCode.TOO_MANY_SUBSCRIPTIONS, f"at most {limit} subscriptions")
             (participant.want if kind == "subscribe" else participant.unwant)(msg["track_ids"])
         elif kind == "leave":
             await self._leave()
@@ -140,12 +176,18 @@ class SignalingSession:
     async def _join(self, msg: dict[str, Any]) -> None:
         if self.participant is not None:
             raise SignalingError(ErrorCode.WRONG_STATE, "already joined")
+        if msg.get("resume"):
+            await self._resume(msg)
+            return
         if self.node.drain.active:
             raise SignalingError(ErrorCode.DRAINING, "this server is draining; join another one")
         auth = self.config.auth
         grant = authorize_join(dev_mode=auth.dev_mode, secret=auth.jwt_secret, token=msg.get("token"),
                                room=msg["room"], identity="")
         self.can_subscribe = grant.can_subscribe
+        max_rooms = self.config.rooms.max_rooms
+        if msg["room"] not in self.registry.rooms and len(self.registry.rooms) >= max_rooms:
+            raise SignalingError(ErrorCode.TOO_MANY_ROOMS, f"this server holds its maximum of {max_rooms} rooms")
         room = self.registry.get_or_create(msg["room"])
         try:
             participant = room.join(grant.name or str(msg.get("name") or ""), self.send,
@@ -162,6 +204,49 @@ class SignalingSession:
                                             ice_servers.client_ice_servers(self.config, participant.identity)))
         await room.broadcast(message("participant_joined", participant=participant.info()), exclude=participant)
         participant.schedule_negotiation()
+
+    def _check_track_limit(self, offer_sdp: str) -> None:
+        """An offer describes every m-line; its sending ones are what the client publishes after it."""
+        limit = self.config.rooms.max_tracks_per_participant
+        sending = [s for s in media_sections(offer_sdp) if s.direction in ("sendonly", "sendrecv") and not s.rejected]
+        if len(sending) > limit:
+            raise SignalingError(ErrorCode.TOO_MANY_TRACKS, f"at most {limit} published tracks per participant "
+                                 "(the offer is rejected)")
+
+    async def _resume(self, msg: dict[str, Any]) -> None:
+        """Take a participant over with its resume token (from `joined`): same id, same tracks,
+        a fresh peer connection; the others notice nothing. A socket it still holds is closed."""
+        room = self.registry.rooms.get(msg["room"])
+        participant = next((p for p in room.participants.values() if p.resume_token == msg["resume"] and not p.left),
+                           None) if room is not None else None
+        if room is None or participant is None:
+            raise SignalingError(ErrorCode.RESUME_FAILED, "nothing to resume (left, or the grace period ended): join")
+        old = self.node.sessions.get(participant.id)
+        if old is not None and old is not self:
+            old.participant = None  # its socket may still look open: it no longer speaks for the participant
+            asyncio.ensure_future(old.ws.close(code=4003, message=b"resumed on another connection"))
+        self.registry.cancel_grace(participant)
+        await participant.rebind(self.send)
+        self.participant = participant
+        self.node.sessions[participant.id] = self
+        log.info("%s: participant %s resumed", self.peer, participant.id,
+                 extra={"room": room.name, "participant": participant.id})
+        await self.send(room.joined_message(participant,
+                                            ice_servers.client_ice_servers(self.config, participant.identity),
+                                            resumed=True))
+        participant.schedule_negotiation()
+
+    async def _disconnected(self) -> None:
+        """The socket ended without `leave`: keep the participant for the resume grace period."""
+        participant = self.participant
+        grace_s = self.config.rooms.resume_grace_s
+        if participant is None or participant.left or grace_s <= 0 or self.node.drain.active:
+            await self._leave()
+            return
+        self.participant = None
+        if self.node.sessions.get(participant.id) is self:
+            del self.node.sessions[participant.id]
+        await self.registry.suspend(participant, grace_s)
 
     async def _leave(self) -> None:
         participant, self.participant = self.participant, None

@@ -56,15 +56,20 @@ class SimulcastPublisher:
         for layer in self.layers:
             layer.encoder.target_bitrate = layer.bitrate_bps
         self.track_id: str | None = None
+        self.audio_track_id: str | None = None
         self.frames_sent = 0
         self._transceiver: RTCRtpTransceiver | None = None
         self._task: asyncio.Task[None] | None = None
         self._ext_map = HeaderExtensionsMap()
 
-    async def start(self) -> str:
+    async def start(self, audio: MediaStreamTrack | None = None) -> str:
+        """Publish the simulcast camera (and `audio` as the microphone, in the same offer)."""
         tracks: list[tuple[MediaStreamTrack, str]] = [(PlaceholderTrack("video"), "camera")]
+        if audio is not None:
+            tracks.append((audio, "microphone"))
         ids = await self.client.publish_many(tracks, sdp_transform=self._offer_simulcast)
         self.track_id = ids[0]
+        self.audio_track_id = ids[1] if audio is not None else None
         assert self.client.pc is not None
         self._transceiver = next(t for t in self.client.pc.getTransceivers() if t.kind == "video"
                                  and t.direction == "sendonly")

@@ -1,7 +1,10 @@
 /**
  * app.js: the demo page. `/?room=NAME&name=NAME[&token=JWT]` joins a room, publishes camera and
  * microphone (watches only without them, or when the token does not grant publishing) and shows
- * one tile per remote participant. `window.sfuApp` and `window.sfuStats` are for tests.
+ * one tile per remote participant, the active speaker's highlighted. Buttons mute the microphone
+ * and the camera and share the screen; the chat goes over the reliable data channel. Each remote
+ * video asks the server for its displayed size (`setQuality`), so small tiles get small layers.
+ * `window.sfuApp` and `window.sfuStats` are for tests.
  */
 import { SfuClient } from '/web/sfu-client.js';
 
@@ -16,15 +19,30 @@ const grid = document.getElementById('grid');
 const statusLine = document.getElementById('status');
 const leaveButton = document.getElementById('leave');
 const localVideo = document.getElementById('local-video');
+const localTile = document.getElementById('local-tile');
+const connState = document.getElementById('conn-state');
+const buttons = {
+  audio: document.getElementById('mute-mic'),
+  video: document.getElementById('mute-camera'),
+  screen: document.getElementById('share-screen'),
+};
+const chatLog = document.getElementById('chat-log');
+const chatForm = document.getElementById('chat-form');
+const chatInput = document.getElementById('chat-input');
+const chatSend = document.getElementById('chat-send');
 
 const client = new SfuClient(wsUrl, { room, name, token });
 /** @type {Map<string, {el: HTMLElement, media: Map<string, HTMLMediaElement>}>} tiles by
  * participant id; `media` holds one <video> or <audio> per track id */
 const tiles = new Map();
 let localStream = null;
+let screenTile = null; // the local preview of our screen share
 let lastError = '';
+/** @type {{from: string, name: string, text: string, local: boolean}[]} */
+const chatMessages = [];
+const muted = { audio: false, video: false };
 
-const state = { room, name, phase: 'starting', tiles };
+const state = { room, name, phase: 'starting', tiles, activeSpeaker: null, connection: 'new' };
 
 function setStatus(text, isError = false) {
   statusLine.textContent = text;
@@ -61,10 +79,24 @@ function tileFor(participantId) {
 function removeTile(participantId) {
   const tile = tiles.get(participantId);
   if (!tile) return;
-  for (const media of tile.media.values()) media.srcObject = null;
+  for (const media of tile.media.values()) {
+    sizeObserver.unobserve(media);
+    media.srcObject = null;
+  }
   tile.el.remove();
   tiles.delete(participantId);
 }
+
+/** Each remote video asks for the size it is shown at, in device pixels (0 when hidden). */
+const sizeObserver = new ResizeObserver((entries) => {
+  const scale = window.devicePixelRatio || 1;
+  for (const { target } of entries) {
+    const trackId = target.dataset.trackId;
+    if (!trackId || !client.tracks.has(trackId)) continue;
+    const rect = target.getBoundingClientRect();
+    client.setQuality(trackId, { maxWidth: rect.width * scale, maxHeight: rect.height * scale });
+  }
+});
 
 function onTrack({ trackId, participantId, kind, source, track }) {
   console.info(LOG, `showing ${kind} ${trackId} (${source}) of ${participantName(participantId)}`);
@@ -81,14 +113,17 @@ function onTrack({ trackId, participantId, kind, source, track }) {
   // A fresh stream per element: a recycled m-line reuses the same MediaStreamTrack object.
   media.srcObject = new MediaStream([track]);
   media.dataset.trackId = trackId;
+  media.dataset.source = source || '';
   tile.media.set(trackId, media);
   tile.el.classList.toggle('multi', [...tile.media.values()].filter(isVideo).length > 1);
+  if (kind === 'video') sizeObserver.observe(media);
 }
 
 function onTrackEnded({ trackId }) {
   for (const [participantId, tile] of tiles) {
     const media = tile.media.get(trackId);
     if (!media) continue;
+    sizeObserver.unobserve(media);
     media.srcObject = null;
     media.remove();
     tile.media.delete(trackId);
@@ -96,13 +131,132 @@ function onTrackEnded({ trackId }) {
   }
 }
 
-/** An operator muted a track: the server forwards nothing, so dim its element. */
-function markMuted(trackId, muted) {
+/** Its publisher (or an operator) muted a track: the server forwards nothing, so dim its element. */
+function markMuted(trackId, isMuted) {
   for (const tile of tiles.values()) {
     const media = tile.media.get(trackId);
-    if (media) media.classList.toggle('muted', muted);
+    if (media) media.classList.toggle('muted', isMuted);
   }
 }
+
+/** Highlights the tile of the dominant speaker (the first of `active_speakers`). */
+function onActiveSpeakers({ speakers }) {
+  const speaker = speakers.length > 0 ? speakers[0].participantId : null;
+  state.activeSpeaker = speaker;
+  const own = client.participant ? client.participant.id : null;
+  localTile.classList.toggle('speaking', speaker !== null && speaker === own);
+  for (const [participantId, tile] of tiles) tile.el.classList.toggle('speaking', participantId === speaker);
+}
+
+/** Shows the connection's state: connecting, connected, reconnecting (ICE lost), closed. */
+function showConnectionState({ state: clientState, connectionState }) {
+  let text;
+  let key;
+  if (clientState === 'closed') [key, text] = ['closed', 'disconnected'];
+  else if (clientState !== 'joined') [key, text] = ['connecting', 'connecting…'];
+  else if (connectionState === 'connected') [key, text] = ['connected', 'connected'];
+  else if (connectionState === 'disconnected') [key, text] = ['reconnecting', 'reconnecting…'];
+  else if (connectionState === 'failed') [key, text] = ['failed', 'connection lost'];
+  else [key, text] = ['connecting', 'connecting…'];
+  state.connection = key;
+  connState.dataset.state = key;
+  connState.textContent = text;
+}
+
+// ---- controls: mute, screen share, chat -------------------------------------------------------
+
+/** Mutes our microphone (`audio`) or camera (`video`): the others get `track_muted`. */
+function setMuted(kind, isMuted) {
+  const local = client.localTracks().filter((t) => t.kind === kind && !t.source.startsWith('screen'));
+  if (local.length === 0) throw new Error(`no ${kind} published`);
+  for (const t of local) client.mute(t.track, isMuted);
+  muted[kind] = isMuted;
+  const button = buttons[kind];
+  button.setAttribute('aria-pressed', String(isMuted));
+  if (kind === 'audio') button.textContent = isMuted ? 'Unmute mic' : 'Mute mic';
+  else button.textContent = isMuted ? 'Start camera' : 'Stop camera';
+  if (kind === 'video') localTile.classList.toggle('muted', isMuted);
+}
+
+function showScreenButton(sharing) {
+  buttons.screen.setAttribute('aria-pressed', String(sharing));
+  buttons.screen.textContent = sharing ? 'Stop sharing' : 'Share screen';
+}
+
+async function shareScreen() {
+  if (screenTile) return;
+  const stream = await client.publishScreen();
+  screenTile = document.createElement('figure');
+  screenTile.className = 'tile local screen';
+  const video = Object.assign(document.createElement('video'), { autoplay: true, muted: true, playsInline: true });
+  video.srcObject = stream;
+  const label = document.createElement('figcaption');
+  label.textContent = `${name} (your screen)`;
+  screenTile.append(video, label);
+  localTile.after(screenTile);
+  showScreenButton(true);
+}
+
+function onScreenShareEnded() {
+  if (screenTile) {
+    screenTile.querySelector('video').srcObject = null;
+    screenTile.remove();
+    screenTile = null;
+  }
+  showScreenButton(false);
+}
+
+async function toggleScreen() {
+  buttons.screen.disabled = true;
+  try {
+    if (screenTile) await client.stopScreen();
+    else await shareScreen();
+  } catch (err) {
+    console.warn(LOG, 'screen share failed:', err);
+    lastError = `screen share: ${err.message || err}`;
+    refreshStatus();
+  } finally {
+    buttons.screen.disabled = state.phase !== 'joined';
+  }
+}
+
+function addChatLine(entry) {
+  chatMessages.push(entry);
+  const li = document.createElement('li');
+  li.className = entry.local ? 'local' : 'remote';
+  const who = document.createElement('b');
+  who.textContent = entry.local ? `${entry.name} (you)` : entry.name;
+  li.append(who, document.createTextNode(`: ${entry.text}`));
+  chatLog.append(li);
+  chatLog.scrollTop = chatLog.scrollHeight;
+}
+
+/** Sends a chat line to everyone over the reliable data channel. */
+function sendChat(text) {
+  const line = String(text).trim();
+  if (!line) return;
+  client.sendData({ type: 'chat', text: line });
+  addChatLine({ from: client.participant ? client.participant.id : '', name, text: line, local: true });
+}
+
+function onData({ from, data, binary }) {
+  if (binary || !data || data.type !== 'chat' || typeof data.text !== 'string') return;
+  addChatLine({ from, name: participantName(from), text: data.text, local: false });
+}
+
+chatForm.addEventListener('submit', (e) => {
+  e.preventDefault();
+  try {
+    sendChat(chatInput.value);
+    chatInput.value = '';
+  } catch (err) {
+    lastError = `chat: ${err.message || err}`;
+    refreshStatus();
+  }
+});
+buttons.audio.addEventListener('click', () => setMuted('audio', !muted.audio));
+buttons.video.addEventListener('click', () => setMuted('video', !muted.video));
+buttons.screen.addEventListener('click', toggleScreen);
 
 function isVideo(media) {
   return media instanceof HTMLVideoElement;
@@ -114,9 +268,11 @@ client.addEventListener('trackunpublished', (e) => onTrackEnded(e.detail));
 client.addEventListener('participantleft', (e) => { removeTile(e.detail.participantId); refreshStatus(); });
 client.addEventListener('participantjoined', refreshStatus);
 client.addEventListener('state', (e) => {
+  showConnectionState(e.detail);
   if (e.detail.state === 'closed') {
     state.phase = 'closed';
     leaveButton.disabled = true;
+    for (const el of [...Object.values(buttons), chatInput, chatSend]) el.disabled = true;
     setStatus(e.detail.reason === 'left' ? 'left the room' : `disconnected (${e.detail.reason})`,
       e.detail.reason !== 'left');
   } else {
@@ -125,6 +281,17 @@ client.addEventListener('state', (e) => {
 });
 client.addEventListener('trackmuted', (e) => markMuted(e.detail.trackId, true));
 client.addEventListener('trackunmuted', (e) => markMuted(e.detail.trackId, false));
+client.addEventListener('activespeakers', (e) => onActiveSpeakers(e.detail));
+/** Recent client events, for tests and for debugging from the console: `sfuApp.events('trackmuted')`. */
+const eventLog = [];
+for (const type of ['trackmuted', 'trackunmuted', 'qualitychanged', 'activespeakers', 'layersneeded']) {
+  client.addEventListener(type, (e) => {
+    eventLog.push({ type, at: Date.now(), ...e.detail });
+    if (eventLog.length > 500) eventLog.shift();
+  });
+}
+client.addEventListener('data', (e) => onData(e.detail));
+client.addEventListener('screenshareended', onScreenShareEnded);
 client.addEventListener('draining', (e) => {
   lastError = `the server is shutting down (in ${e.detail.deadlineS} s)`;
   refreshStatus();
@@ -165,11 +332,17 @@ async function start() {
   }
   state.phase = 'joined';
   leaveButton.disabled = false;
+  localTile.dataset.participantId = client.participant.id;
+  chatInput.disabled = false;
+  chatSend.disabled = false;
+  buttons.screen.disabled = !(navigator.mediaDevices && navigator.mediaDevices.getDisplayMedia);
   refreshStatus();
   if (!localStream) return;
   try {
-    await client.publish(localStream, { source: 'camera' });
+    await client.publish(localStream, { source: 'camera' }); // video as three simulcast layers
     console.info(LOG, 'publishing camera and microphone');
+    buttons.audio.disabled = localStream.getAudioTracks().length === 0;
+    buttons.video.disabled = localStream.getVideoTracks().length === 0;
   } catch (err) {
     console.warn(LOG, 'publishing failed:', err);
     lastError = `cannot publish: ${err.message || err}`;
@@ -190,14 +363,34 @@ window.sfuApp = {
           participantId,
           name: participantName(participantId),
           trackId,
+          source: media.dataset.source,
           videoWidth: media.videoWidth,
           videoHeight: media.videoHeight,
           readyState: media.readyState,
+          muted: media.classList.contains('muted'),
         });
       }
     }
     return out;
   },
+  /** Chat lines shown, oldest first: `{from, name, text, local}`. */
+  chatMessages: () => chatMessages.map((m) => ({ ...m })),
+  sendChat,
+  /** Mutes (or unmutes) our microphone (`audio`) or camera (`video`), as the buttons do. */
+  mute: setMuted,
+  isMuted: (kind) => muted[kind],
+  /** Participant id of the highlighted (dominant) speaker, or null. */
+  activeSpeaker: () => state.activeSpeaker,
+  /** Participant ids of the tiles highlighted as speaking (the local one included). */
+  speakingTiles: () => [...document.querySelectorAll('.tile.speaking')].map((el) => el.dataset.participantId),
+  connectionState: () => ({ key: state.connection, text: connState.textContent }),
+  shareScreen: toggleScreen,
+  /** Our published tracks: `{trackId, kind, source, muted, layers}`. */
+  localTracks: () => client.localTracks().map(({ track, ...rest }) => rest),
+  /** Client events seen (trackmuted, trackunmuted, qualitychanged, activespeakers, layersneeded). */
+  events: (type) => eventLog.filter((e) => !type || e.type === type),
+  /** The last `quality_changed` of each received track. */
+  quality: () => Object.fromEntries(client.quality),
 };
 
 /** Inbound video statistics of the peer connection, one entry per receiving m-line. */
@@ -217,6 +410,7 @@ window.sfuStats = async () => {
       frameWidth: s.frameWidth ?? 0,
       frameHeight: s.frameHeight ?? 0,
       bytesReceived: s.bytesReceived ?? 0,
+      packetsReceived: s.packetsReceived ?? 0,
     });
   });
   return out;

@@ -9,13 +9,25 @@
  *   import { SfuClient } from '/web/sfu-client.js';
  *   const client = new SfuClient('ws://host:port/ws', { room: 'demo', name: 'alice' });
  *   client.addEventListener('track', (e) => show(e.detail.track));
+ *   client.addEventListener('data', (e) => console.log(e.detail.from, e.detail.data));
  *   await client.join();
  *   await client.publish(await navigator.mediaDevices.getUserMedia({ video: true, audio: true }));
+ *   client.sendData({ chat: 'hello' });                    // reliable, to everyone else
+ *   client.setQuality(trackId, { maxWidth: 320, maxHeight: 180 });  // a small tile
+ *   client.mute(myVideoTrackId, true);
+ *   await client.publishScreen();
+ *
+ * Camera video is published as three simulcast layers (rids q, h, f at 1/4, 1/2 and full size)
+ * unless `publish(stream, {simulcast: false})`; the server says which layers anyone needs
+ * (`layers_needed`) and the others are turned off (dynacast).
  *
  * Events (CustomEvent, data in `detail`): joined, participantjoined, participantleft,
- * trackpublished, trackunpublished, track, trackended, trackmuted, trackunmuted, draining, error,
- * state.
+ * trackpublished, trackunpublished, track, trackended, trackmuted, trackunmuted, qualitychanged,
+ * layersneeded, activespeakers, data, screenshareended, draining, error, state.
  */
+
+import { DataChannels } from '/web/sfu-data.js';
+import { captureScreen, sendEncodingsFor, setActiveLayers, sourceOf } from '/web/sfu-media.js';
 
 const LOG = '[sfu-client]';
 const PROTOCOL_VERSION = 1;
@@ -25,18 +37,13 @@ const CLOSE_REASONS = {
   1000: 'closed', 1001: 'server shutting down', 4001: 'removed by an operator', 4002: 'room closed',
 };
 
-/** The protocol's source of a track of `kind` published with the `source` option `option`. */
-function sourceOf(kind, option) {
-  const screen = String(option).startsWith('screen');
-  if (kind === 'video') return screen ? 'screen' : 'camera';
-  return screen ? 'screen_audio' : 'microphone';
-}
-
 /**
  * One track we send. `transceiver` is null while it must be recreated (after a rollback), and
- * `published` turns true once the server has answered an offer carrying it.
- * @typedef {{track: MediaStreamTrack, stream: MediaStream, source: string,
- *            transceiver: RTCRtpTransceiver|null, published: boolean}} Publication
+ * `published` turns true once the server has answered an offer carrying it; `trackId` is the
+ * server's id for it (from our own `track_published`), `layers` the rids the server wants.
+ * @typedef {{track: MediaStreamTrack, stream: MediaStream, source: string, name: string,
+ *            simulcast: boolean, transceiver: RTCRtpTransceiver|null, published: boolean,
+ *            trackId: string|null, muted: boolean, layers: string[]|null}} Publication
  * @typedef {{id: string, name: string}} Participant
  * @typedef {{id: string, participant_id: string, kind: 'audio'|'video', source: string,
  *            name: string, mid?: string}} TrackInfo
@@ -45,12 +52,15 @@ function sourceOf(kind, option) {
 export class SfuClient extends EventTarget {
   /**
    * @param {string} url WebSocket URL of the server, e.g. `ws://127.0.0.1:8080/ws`.
-   * @param {{room: string, name?: string, token?: string, iceServers?: RTCIceServer[]}} options
-   *   `iceServers` overrides the list the server sends in `joined` (which is the default).
+   * @param {{room: string, name?: string, token?: string, iceServers?: RTCIceServer[],
+   *          data?: boolean}} options
+   *   `iceServers` overrides the list the server sends in `joined` (which is the default);
+   *   `data: false` opens no data channels (then `sendData` throws).
    */
-  constructor(url, { room, name, token, iceServers } = {}) {
+  constructor(url, { room, name, token, iceServers, data = true } = {}) {
     super();
     Object.assign(this, { url, room, name, token, iceServers });
+    this._wantData = data;
     /** @type {'new'|'connecting'|'joined'|'closed'} */
     this.state = 'new';
     /** @type {RTCPeerConnection|null} */
@@ -61,6 +71,12 @@ export class SfuClient extends EventTarget {
     this.participants = new Map();
     /** @type {Map<string, TrackInfo>} every track published in the room, by track id */
     this.tracks = new Map();
+    /** @type {Map<string, object>} the last `qualitychanged` detail of each received track */
+    this.quality = new Map();
+    /** @type {{participantId: string, trackId: string, level: number}[]} loudest first */
+    this.activeSpeakers = [];
+    /** @type {DataChannels|null} */
+    this.data = null;
 
     this._ws = null;
     this._queue = Promise.resolve(); // serializes message handling and SDP work
@@ -74,6 +90,8 @@ export class SfuClient extends EventTarget {
     this._offerSeq = 0; // our offers carry `id: offer-N`, so an error can name the one it refuses
     this._pingTimer = null;
     this._joinWaiter = null;
+    this._qualityAsked = new Map(); // track id -> the last set_quality sent (JSON), to send changes only
+    this._layersWanted = new Map(); // track id -> layers_needed not yet applied (publication unknown)
   }
 
   /** Connects, sends `join`, and resolves with the `joined` message (rejects on error). */
@@ -98,20 +116,21 @@ export class SfuClient extends EventTarget {
 
   /**
    * Publishes every track of `stream`, one `sendonly` transceiver per track (never `addTrack`,
-   * which could reuse a transceiver that receives someone else's track).
+   * which could reuse a transceiver that receives someone else's track). Video goes as three
+   * simulcast layers unless `simulcast: false`.
    * Resolves with the transceivers once the server has answered the offer that carries them.
    * @param {MediaStream} stream
-   * @param {{source?: 'camera'|'microphone'|'screen'|'screen_audio'}} [options]
+   * @param {{source?: 'camera'|'microphone'|'screen'|'screen_audio', simulcast?: boolean,
+   *          name?: string}} [options]
    */
-  async publish(stream, { source = 'camera' } = {}) {
+  async publish(stream, { source = 'camera', simulcast = true, name = '' } = {}) {
     if (this.state !== 'joined') throw new Error(`publish() in state ${this.state}`);
-    const publications = stream.getTracks().map((track) => ({
-      track,
-      stream,
-      source: sourceOf(track.kind, source),
-      transceiver: this._addSender(track, stream),
-      published: false,
-    }));
+    const publications = stream.getTracks().map((track) => {
+      const pub = { track, stream, source: sourceOf(track.kind, source), name, simulcast,
+        transceiver: null, published: false, trackId: null, muted: false, layers: null };
+      pub.transceiver = this._addSender(pub);
+      return pub;
+    });
     this._publications.push(...publications);
     const done = new Promise((resolve, reject) => {
       this._pendingPublishes.push({ publications, resolve, reject });
@@ -130,12 +149,122 @@ export class SfuClient extends EventTarget {
     const pub = this._publications.find((p) => p.track === track);
     if (!pub) return;
     this._publications = this._publications.filter((p) => p !== pub);
+    this._pendingPublishes = this._pendingPublishes.filter((p) => {
+      if (!p.publications.includes(pub)) return true;
+      p.reject(new Error('unpublished before the server accepted it'));
+      return false;
+    });
     if (pub.transceiver) {
       await pub.transceiver.sender.replaceTrack(null);
       pub.transceiver.direction = 'inactive';
     }
     this._offerWanted = true;
     this._enqueue(() => this._maybeOffer());
+  }
+
+  /**
+   * Shares a screen (window, tab) picked by the user: its video as source `screen` (and its audio,
+   * if the browser gives one, as `screen_audio`), beside the camera. When the browser's own "stop
+   * sharing" ends the capture, the tracks are unpublished and `screenshareended` fires.
+   * Resolves with the captured stream once published; stop it with `stopScreen()`.
+   * @param {{audio?: boolean, simulcast?: boolean, name?: string}} [options]
+   */
+  async publishScreen({ audio = true, simulcast = false, name = 'screen' } = {}) {
+    const stream = await captureScreen({ audio });
+    for (const track of stream.getTracks()) {
+      track.addEventListener('ended', () => this._onScreenEnded(stream), { once: true });
+    }
+    try {
+      await this.publish(stream, { source: 'screen', simulcast, name });
+    } catch (err) {
+      stream.getTracks().forEach((t) => t.stop());
+      throw err;
+    }
+    return stream;
+  }
+
+  /** Stops sharing the screen (every track published with a `screen*` source). */
+  async stopScreen() {
+    const streams = new Set(this._publications.filter((p) => p.source.startsWith('screen')).map((p) => p.stream));
+    for (const stream of streams) {
+      stream.getTracks().forEach((t) => t.stop()); // `ended` does not fire for our own stop()
+      await this._onScreenEnded(stream);
+    }
+  }
+
+  /** Unpublishes a screen capture once, whichever of its tracks ended first. */
+  async _onScreenEnded(stream) {
+    const pubs = this._publications.filter((p) => p.stream === stream);
+    if (pubs.length === 0) return;
+    console.info(LOG, 'screen share ended');
+    pubs.forEach((pub) => pub.track.stop());
+    await Promise.all(pubs.map((pub) => this.unpublish(pub.track))); // each leaves the list at once
+    this._emit('screenshareended', { stream, trackIds: pubs.map((p) => p.trackId) });
+  }
+
+  /**
+   * Sends another track in place of a published one (switching camera), without renegotiation.
+   * @param {MediaStreamTrack} oldTrack
+   * @param {MediaStreamTrack} newTrack
+   */
+  async replaceTrack(oldTrack, newTrack) {
+    const pub = this._publications.find((p) => p.track === oldTrack);
+    if (!pub) throw new Error('replaceTrack(): that track is not published');
+    if (newTrack.kind !== oldTrack.kind) throw new Error('replaceTrack(): not the same kind');
+    newTrack.enabled = !pub.muted;
+    if (pub.transceiver) await pub.transceiver.sender.replaceTrack(newTrack);
+    pub.track = newTrack;
+  }
+
+  /**
+   * Mutes (or unmutes) one of our published tracks, by its track id or its MediaStreamTrack:
+   * the track is disabled (black or silent) and the server stops forwarding it to everyone.
+   * @param {string|MediaStreamTrack} trackOrId
+   * @param {boolean} muted
+   */
+  mute(trackOrId, muted) {
+    const pub = this._publications.find((p) => p.track === trackOrId || (p.trackId !== null && p.trackId === trackOrId));
+    if (!pub) throw new Error(`mute(): ${trackOrId} is not one of our tracks`);
+    pub.muted = Boolean(muted);
+    pub.track.enabled = !pub.muted;
+    if (pub.trackId) this._send({ type: 'mute', track_id: pub.trackId, muted: pub.muted });
+  }
+
+  /**
+   * Our published tracks: `{trackId, track, kind, source, muted, layers}` (`trackId` is null until
+   * the server announced the track).
+   */
+  localTracks() {
+    return this._publications.map((p) => ({ trackId: p.trackId, track: p.track, kind: p.track.kind,
+      source: p.source, muted: p.muted, layers: p.layers }));
+  }
+
+  /**
+   * Asks for at most this size (or this simulcast layer, 0 the lowest) of a received video track:
+   * the tile's size in device pixels, so a small tile gets a small layer. Sent only when it changes.
+   * @param {string} trackId
+   * @param {{maxWidth?: number, maxHeight?: number, layer?: number}} [limits]
+   */
+  setQuality(trackId, { maxWidth, maxHeight, layer } = {}) {
+    const int = (x) => (x === undefined || x === null ? undefined : Math.max(0, Math.round(x)));
+    const msg = { type: 'set_quality', track_id: trackId, max_width: int(maxWidth),
+      max_height: int(maxHeight), layer: int(layer) };
+    const key = JSON.stringify(msg);
+    if (this._qualityAsked.get(trackId) === key) return;
+    this._qualityAsked.set(trackId, key);
+    this._send(msg);
+  }
+
+  /**
+   * Sends `data` over the data channels to the others in the room, or only to the participant ids
+   * in `to`: JSON for any JSON value, binary for an ArrayBuffer or typed array (always to
+   * everyone). `reliable: false` uses the lossy channel. Others get a `data` event.
+   * @param {any} data
+   * @param {{reliable?: boolean, to?: string[]}} [options]
+   */
+  sendData(data, { reliable = true, to } = {}) {
+    if (!this.data) throw new Error('sendData(): no data channels (not joined, or data: false)');
+    this.data.send(data, { reliable, to });
   }
 
   /** Leaves the room: sends `leave`, closes the peer connection; the server closes the socket. */
@@ -166,10 +295,16 @@ export class SfuClient extends EventTarget {
       case 'participant_left': return this._onParticipantLeft(msg.participant_id);
       case 'track_published': return this._onTrackPublished(msg.track);
       case 'track_unpublished': return this._onTrackUnpublished(msg.track_id, msg.participant_id);
-      case 'track_muted': // an operator stopped forwarding it; the m-line stays
+      case 'track_muted': // its publisher (or an operator) muted it; the m-line stays
         return this._emit('trackmuted', { trackId: msg.track_id, participantId: msg.participant_id });
       case 'track_unmuted':
         return this._emit('trackunmuted', { trackId: msg.track_id, participantId: msg.participant_id });
+      case 'quality_changed': return this._onQualityChanged(msg);
+      case 'layers_needed': return this._onLayersNeeded(msg.track_id, msg.layers || []);
+      case 'active_speakers':
+        this.activeSpeakers = (msg.speakers || []).map((s) => ({ participantId: s.participant_id,
+          trackId: s.track_id, level: s.level }));
+        return this._emit('activespeakers', { speakers: this.activeSpeakers });
       case 'draining':
         console.warn(LOG, `server draining: connections close in ${msg.deadline_s} s`);
         return this._emit('draining', { deadlineS: msg.deadline_s });
@@ -187,6 +322,14 @@ export class SfuClient extends EventTarget {
     for (const p of msg.participants || []) this.participants.set(p.id, p);
     for (const t of msg.tracks || []) this.tracks.set(t.id, t);
     this._createPeerConnection(this.iceServers ?? msg.ice_servers ?? []);
+    if (this._wantData) {
+      // Before our first offer, so that it carries the m=application section. Offered on the next
+      // turn: a publish() right after join() then goes in the same offer.
+      this.data = new DataChannels(this.pc, (d) => this._emit('data', { ...d,
+        participant: this.participants.get(d.from) }));
+      this._offerWanted = true;
+      setTimeout(() => this._enqueue(() => this._maybeOffer()), 0);
+    }
     this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
     console.info(LOG, `joined room ${msg.room} as ${msg.participant.id}`,
       `(${this.participants.size} others, ${this.tracks.size} tracks)`);
@@ -208,7 +351,40 @@ export class SfuClient extends EventTarget {
   _onTrackPublished(track) {
     this.tracks.set(track.id, track);
     const local = this.participant !== null && track.participant_id === this.participant.id;
+    const pub = local && this._publications.find((p) => p.transceiver && p.transceiver.mid === track.mid);
+    if (pub) {
+      pub.trackId = track.id;
+      if (pub.muted) this._send({ type: 'mute', track_id: track.id, muted: true }); // muted early
+      const layers = this._layersWanted.get(track.id);
+      this._layersWanted.delete(track.id);
+      if (layers) this._onLayersNeeded(track.id, layers);
+    }
     this._emit('trackpublished', { track, local });
+  }
+
+  _onQualityChanged(msg) {
+    const detail = { trackId: msg.track_id, layer: msg.layer, width: msg.width, height: msg.height,
+      paused: msg.paused, reason: msg.reason, estimateBps: msg.estimate_bps };
+    this.quality.set(msg.track_id, detail);
+    this._emit('qualitychanged', detail);
+  }
+
+  /** Dynacast: send only the simulcast layers the server says anyone needs. */
+  async _onLayersNeeded(trackId, layers) {
+    const pub = this._publications.find((p) => p.trackId === trackId);
+    if (!pub || !pub.transceiver) {
+      this._layersWanted.set(trackId, layers); // our track_published is still to come
+      return;
+    }
+    pub.layers = layers;
+    try {
+      if (await setActiveLayers(pub.transceiver.sender, layers)) {
+        console.info(LOG, `track ${trackId}: sending layers ${layers.join(',')}`);
+      }
+    } catch (err) {
+      console.warn(LOG, `cannot turn layers of ${trackId} on or off:`, err);
+    }
+    this._emit('layersneeded', { trackId, layers });
   }
 
   _onTrackUnpublished(trackId, participantId) {
@@ -218,6 +394,8 @@ export class SfuClient extends EventTarget {
       if (shown === trackId) this._endTrack(mid);
     }
     this.tracks.delete(trackId);
+    this.quality.delete(trackId);
+    this._qualityAsked.delete(trackId);
     this._emit('trackunpublished', { trackId, participantId, track: info });
   }
 
@@ -318,7 +496,8 @@ export class SfuClient extends EventTarget {
     this._offerFailed = false;
     const tracks = {};
     for (const pub of unpublished) {
-      if (pub.transceiver.mid !== null) tracks[pub.transceiver.mid] = { source: pub.source };
+      if (pub.transceiver.mid === null) continue;
+      tracks[pub.transceiver.mid] = pub.name ? { source: pub.source, name: pub.name } : { source: pub.source };
     }
     console.info(LOG, 'sending offer; new tracks', JSON.stringify(tracks));
     this._offerSeq += 1;
@@ -333,9 +512,15 @@ export class SfuClient extends EventTarget {
     });
   }
 
-  /** One `sendonly` transceiver per track: `addTrack` could reuse one that receives. */
-  _addSender(track, stream) {
-    return this.pc.addTransceiver(track, { direction: 'sendonly', streams: [stream] });
+  /**
+   * One `sendonly` transceiver per track: `addTrack` could reuse one that receives. Simulcast
+   * video gets the three layers' `sendEncodings` (only possible when the transceiver is added).
+   * @param {Publication} pub
+   */
+  _addSender(pub) {
+    const sendEncodings = sendEncodingsFor(pub.track, pub.simulcast);
+    return this.pc.addTransceiver(pub.track, { direction: 'sendonly', streams: [pub.stream],
+      ...(sendEncodings ? { sendEncodings } : {}) });
   }
 
   /**
@@ -365,7 +550,7 @@ export class SfuClient extends EventTarget {
   /** Gives fresh transceivers to the publications `_dropRolledBackSenders` left without one. */
   _restoreSenders() {
     for (const pub of this._publications) {
-      if (!pub.transceiver) pub.transceiver = this._addSender(pub.track, pub.stream);
+      if (!pub.transceiver) pub.transceiver = this._addSender(pub);
     }
   }
 

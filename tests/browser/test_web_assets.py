@@ -10,10 +10,14 @@ from pathlib import Path
 import pytest
 
 WEB = Path(__file__).resolve().parents[2] / "sfu" / "web"
-MODULES = ["sfu-client.js", "app.js"]
+MODULES = ["sfu-client.js", "sfu-data.js", "sfu-media.js", "app.js"]
 CLIENT_EVENTS = ["joined", "participantjoined", "participantleft", "trackpublished",
                  "trackunpublished", "track", "trackended", "trackmuted", "trackunmuted",
+                 "qualitychanged", "layersneeded", "activespeakers", "data", "screenshareended",
                  "draining", "error", "state"]
+CLIENT_METHODS = ["async join(", "async publish(", "async unpublish(", "leave(", "async publishScreen(",
+                  "async stopScreen(", "async replaceTrack(", "mute(", "setQuality(", "sendData(",
+                  "localTracks("]
 
 
 def test_index_page_loads_the_served_assets() -> None:
@@ -22,23 +26,45 @@ def test_index_page_loads_the_served_assets() -> None:
         assert f'"/web/{name}"' in html, f"index.html does not load /web/{name}"
         assert (WEB / name).is_file()
     assert 'type="module"' in html
-    assert 'id="leave"' in html and 'id="status"' in html
+    for element in ("leave", "status", "conn-state", "mute-mic", "mute-camera", "share-screen",
+                    "chat-log", "chat-form", "chat-input"):
+        assert f'id="{element}"' in html, f"index.html has no #{element}"
 
 
-def test_app_imports_the_client_module_by_its_served_path() -> None:
+def test_modules_import_each_other_by_their_served_paths() -> None:
     assert "from '/web/sfu-client.js'" in (WEB / "app.js").read_text()
+    client = (WEB / "sfu-client.js").read_text()
+    for helper in ("sfu-data.js", "sfu-media.js"):
+        assert f"from '/web/{helper}'" in client, f"sfu-client.js does not import /web/{helper}"
+        assert (WEB / helper).is_file()
 
 
 def test_client_module_exports_the_documented_api() -> None:
     source = (WEB / "sfu-client.js").read_text()
     assert "export class SfuClient extends EventTarget" in source
-    for method in ("async join(", "async publish(", "async unpublish(", "leave("):
-        assert method in source, f"SfuClient has no {method}…)"
+    for method in CLIENT_METHODS:
+        assert f"\n  {method}" in source, f"SfuClient has no {method}…)"
     emitted = set(re.findall(r"_emit\('(\w+)'", source))
     assert emitted == set(CLIENT_EVENTS), f"events emitted: {sorted(emitted)}"
     # Publishing must never reuse a receiving transceiver, and never fall back to a public STUN server.
     assert "addTrack(" not in source
     assert "stun:" not in source
+
+
+def test_client_follows_the_protocol_for_simulcast_and_data() -> None:
+    """Simulcast layers and data-channel labels as docs/protocol.md names them."""
+    media = (WEB / "sfu-media.js").read_text()
+    for rid, scale in (("q", 4), ("h", 2)):
+        assert f"rid: '{rid}', scaleResolutionDownBy: {scale}" in media
+    assert "rid: 'f'" in media
+    data = (WEB / "sfu-data.js").read_text()
+    assert "'sfu-reliable'" in data and "'sfu-lossy'" in data
+    assert "ordered: false, maxRetransmits: 0" in data
+    client = (WEB / "sfu-client.js").read_text()
+    for sent in ("'set_quality'", "'mute'"):
+        assert f"type: {sent}" in client, f"the client never sends {sent}"
+    for received in ("'layers_needed'", "'quality_changed'", "'active_speakers'", "'track_muted'"):
+        assert f"case {received}" in client, f"the client does not handle {received}"
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -59,9 +59,10 @@ class ToneAudio(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, hz: float = 440.0) -> None:
+    def __init__(self, hz: float = 440.0, amplitude: int = 8000) -> None:
         super().__init__()
         self.hz = hz
+        self.amplitude = amplitude  # 0: silence; change it while running to speak or stop
         self.samples = 0
         self._start: float | None = None
 
@@ -70,7 +71,7 @@ class ToneAudio(MediaStreamTrack):
             self._start = time.monotonic()
         await asyncio.sleep(max(0.0, self._start + self.samples / 48000 - time.monotonic()))
         t = (np.arange(960) + self.samples) / 48000
-        pcm = (np.sin(2 * np.pi * self.hz * t) * 8000).astype(np.int16).reshape(1, -1)
+        pcm = (np.sin(2 * np.pi * self.hz * t) * self.amplitude).astype(np.int16).reshape(1, -1)
         frame = AudioFrame.from_ndarray(pcm, format="s16", layout="mono")
         frame.sample_rate = 48000
         frame.pts = self.samples
@@ -96,8 +97,8 @@ class Received:
 class Participant:
     """An SfuClient plus counters of everything it decodes."""
 
-    def __init__(self, url: str, room: str, name: str) -> None:
-        self.client = SfuClient(url, room, name)
+    def __init__(self, url: str, room: str, name: str, data: bool = False, auto_resume: bool = False) -> None:
+        self.client = SfuClient(url, room, name, data=data, auto_resume=auto_resume)
         self.received: dict[str, Received] = {}
         self.transceivers: dict[str, RTCRtpTransceiver] = {}
         self.client.on_track = self._on_track

@@ -87,3 +87,39 @@ async def test_layers_nobody_needs_are_not_requested_from_the_publisher(sfu_serv
         await viewer.close()
         await publisher.stop()
         await publisher_client.close()
+
+
+async def test_metrics_show_each_subscribers_estimate_and_layer(sfu_server: ServerProcess) -> None:
+    publisher_client = SfuClient(sfu_server.url, "metrics", "pub")
+    await publisher_client.connect()
+    publisher = SimulcastPublisher(publisher_client)
+    viewer = Participant(sfu_server.url, "metrics", "viewer")
+    try:
+        track_id = await publisher.start()
+        await viewer.join(video_size=None, audio=False)
+        await viewer.client.send("set_quality", track_id=track_id, max_width=160, max_height=90)
+        viewer_id = viewer.client.participant_id
+        # the lowest layer, as asked; with the reason of the decision
+        assert await wait_until(lambda: (_layer_line(sfu_server.url, viewer_id) or "").endswith(" 0.0"), 15), \
+            _layer_line(sfu_server.url, viewer_id)
+        decisions = [x for x in _scrape(sfu_server.url).splitlines() if x.startswith("sfu_layer_decisions_total{")]
+        assert decisions and sum(float(x.rsplit(" ", 1)[1]) for x in decisions) >= 1, decisions
+        estimate = [x for x in _scrape(sfu_server.url).splitlines()
+                    if x.startswith("sfu_subscriber_estimate_bps") and viewer_id in x]
+        assert estimate and float(estimate[0].rsplit(" ", 1)[1]) > 0
+    finally:
+        await viewer.close()
+        await publisher.stop()
+        await publisher_client.close()
+
+
+def _scrape(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(f"{url}/metrics", timeout=5) as response:
+        return response.read().decode()
+
+
+def _layer_line(url: str, participant_id: str | None) -> str | None:
+    return next((x for x in _scrape(url).splitlines()
+                 if x.startswith("sfu_subscriber_layer{") and f'participant="{participant_id}"' in x), None)

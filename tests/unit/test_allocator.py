@@ -39,7 +39,7 @@ def test_a_dip_during_the_hold_restarts_it() -> None:
 
 
 def test_video_pauses_below_the_lowest_layer_and_resumes_after_the_hold() -> None:
-    allocator = LayerAllocator(up_hold_s=3)
+    allocator = LayerAllocator(up_hold_s=3, pause_hold_s=0)
     paused = allocator.allocate(0, 100_000, 0, [demand(current=0)])["cam"]
     assert paused.layer is None and paused.reason.startswith("paused")
     assert allocator.allocate(1, 1_000_000, 0, [demand(current=None)])["cam"].layer is None
@@ -156,3 +156,16 @@ def test_the_flat_start_of_an_estimator_is_not_congestion() -> None:
     estimate = SubscriberEstimate()
     _history(estimate, [(0, 60_000), (1, 60_000), (2, 60_000), (3, 60_000), (4, 60_000)], decrease_at=None)
     assert not estimate.held_below(75_000, 3.0, now_s=4)
+
+
+def test_a_collapse_steps_down_to_the_lowest_layer_and_pauses_only_if_that_does_not_fit_either() -> None:
+    allocator = LayerAllocator(pause_hold_s=3)
+    first = allocator.allocate(0, 100_000, 0, [demand(current=2)])["cam"]
+    assert first.layer == 0 and first.reason.startswith("down")
+    assert allocator.allocate(0.5, 100_000, 0, [demand(current=0)])["cam"].layer == 0
+    assert allocator.allocate(3.6, 100_000, 0, [demand(current=0)])["cam"].layer is None
+
+
+def test_a_track_without_simulcast_is_never_paused() -> None:
+    single = Demand("cam", [Layer(500_000, 640, 360)], current=0, can_pause=False)
+    assert LayerAllocator(pause_hold_s=0).allocate(0, 50_000, 0, [single])["cam"].layer == 0

@@ -106,3 +106,26 @@ def test_pause_stops_forwarding_and_resume_starts_at_a_keyframe() -> None:
     feed(layers[1], 2, 50, 70000, 700, 9, count=4, keyframe_at=1)
     assert len(writer.packets) == 3 + 3
     assert_continuous(writer.packets)
+
+
+def test_a_bandwidth_down_switch_stops_the_old_layer_at_once() -> None:
+    downtrack, layers, writer = make_downtrack()
+    feed(layers[2], 3, 0, 0, 0, 0, count=3, keyframe_at=0)
+    downtrack.select_layer(0, drop_current=True)
+    feed(layers[2], 3, 3, 9000, 3, 3, count=4)  # the old layer no longer reaches the subscriber
+    assert len(writer.packets) == 3
+    feed(layers[0], 1, 500, 50000, 70, 7, count=3, keyframe_at=0)
+    assert len(writer.packets) == 6
+    assert_continuous(writer.packets)
+
+
+def test_nacks_for_packets_of_a_previous_layer_are_not_answered() -> None:
+    downtrack, layers, writer = make_downtrack()
+    feed(layers[2], 3, 0, 0, 0, 0, count=5, keyframe_at=0)
+    old = [struct.unpack_from("!H", p, 2)[0] for p in writer.packets]
+    downtrack.select_layer(0, drop_current=True)
+    feed(layers[0], 1, 900, 70000, 40, 4, count=3, keyframe_at=0)
+    new = [struct.unpack_from("!H", p, 2)[0] for p in writer.packets[5:]]
+    sent = len(writer.packets)
+    downtrack.on_nack(old + new)
+    assert len(writer.packets) == sent + len(new), "only the current layer's packets are resent"

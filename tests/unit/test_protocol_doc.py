@@ -11,7 +11,7 @@ DOC = (Path(__file__).resolve().parents[2] / "docs" / "protocol.md").read_text()
 
 SERVER_TYPES = ("joined", "participant_joined", "participant_left", "track_published", "track_unpublished",
                 "track_muted", "track_unmuted", "draining", "offer", "answer", "error", "pong", "quality_changed",
-                "layers_needed")
+                "layers_needed", "active_speakers")
 
 
 def table_rows(heading: str) -> set[str]:

@@ -1,0 +1,1 @@
+"""Data channels relayed between the participants of a room."""

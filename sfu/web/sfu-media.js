@@ -1,0 +1,62 @@
+/**
+ * sfu-media.js: publishing helpers used by sfu-client.js: track sources, simulcast encodings,
+ * dynacast (turning encodings on and off) and screen capture.
+ */
+
+/** The three layers of a simulcast camera, low to high (the rids the server expects). */
+export const SIMULCAST_ENCODINGS = Object.freeze([
+  Object.freeze({ rid: 'q', scaleResolutionDownBy: 4, maxBitrate: 150000 }),
+  Object.freeze({ rid: 'h', scaleResolutionDownBy: 2, maxBitrate: 500000 }),
+  Object.freeze({ rid: 'f', maxBitrate: 1500000 }),
+]);
+
+/** The protocol's source of a track of `kind` published with the `source` option `option`. */
+export function sourceOf(kind, option) {
+  const screen = String(option).startsWith('screen');
+  if (kind === 'video') return screen ? 'screen' : 'camera';
+  return screen ? 'screen_audio' : 'microphone';
+}
+
+/**
+ * The `sendEncodings` of a new transceiver: three simulcast layers for video when `simulcast`
+ * (fresh copies: the browser keeps what it is given), else none (one encoding).
+ * @param {MediaStreamTrack} track
+ * @param {boolean} simulcast
+ */
+export function sendEncodingsFor(track, simulcast) {
+  if (track.kind !== 'video' || !simulcast) return undefined;
+  return SIMULCAST_ENCODINGS.map((e) => ({ ...e }));
+}
+
+/**
+ * Dynacast: sends only the encodings whose rid is in `rids` (`layers_needed`), turns the others
+ * off. Returns whether anything changed. A sender without simulcast is left alone.
+ * @param {RTCRtpSender} sender
+ * @param {string[]} rids
+ */
+export async function setActiveLayers(sender, rids) {
+  const params = sender.getParameters();
+  if (!params.encodings || params.encodings.length < 2) return false;
+  let changed = false;
+  for (const enc of params.encodings) {
+    const active = !enc.rid || rids.includes(enc.rid);
+    if (enc.active !== active) {
+      enc.active = active;
+      changed = true;
+    }
+  }
+  if (changed) await sender.setParameters(params);
+  return changed;
+}
+
+/**
+ * Asks the user for a screen (or window, or tab) to share, with its audio when `audio` and the
+ * browser offers it. Rejects when the user cancels or the browser has no screen capture.
+ * @param {{audio?: boolean, video?: MediaTrackConstraints|boolean}} [options]
+ */
+export async function captureScreen({ audio = true, video = true } = {}) {
+  if (!navigator.mediaDevices || !navigator.mediaDevices.getDisplayMedia) {
+    throw new Error('this browser cannot share its screen (no getDisplayMedia)');
+  }
+  return navigator.mediaDevices.getDisplayMedia({ video, audio });
+}

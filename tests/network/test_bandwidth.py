@@ -1,0 +1,185 @@
+"""Bandwidth caps for real: a subscriber in its own network namespace behind a veth pair whose
+server-to-subscriber direction is shaped with `tc tbf`, beside an uncapped subscriber of the same
+simulcast publisher. The capped one follows its link down, pauses video below the lowest layer
+(audio goes on), and comes back up when the cap is lifted; the uncapped one stays on top.
+
+    root namespace: sfu serve, publisher, uncapped subscriber   198.18.20.1 ──tbf──> 198.18.20.2 NS
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sfu.client import SfuClient
+from sfu.testing.simulcast import SimulcastPublisher
+from tests.conftest import ROOT, start_server
+from tests.integration.peers import Participant, ToneAudio, wait_until
+
+pytestmark = [pytest.mark.slow]
+
+HOST_ADDRESS, NS_ADDRESS = "198.18.20.1", "198.18.20.2"
+
+
+def run(*argv: str) -> None:
+    subprocess.run(argv, check=True, capture_output=True, timeout=30)
+
+
+@dataclass
+class Link:
+    namespace: str
+    host_if: str
+
+    def cap(self, rate_kbit: int) -> None:
+        """Shape what the server sends to the namespace (the host side's egress)."""
+        subprocess.run(["tc", "qdisc", "del", "dev", self.host_if, "root"], capture_output=True, timeout=10)
+        run("tc", "qdisc", "add", "dev", self.host_if, "root", "tbf", "rate", f"{rate_kbit}kbit",
+            "burst", "16kbit", "latency", "200ms")
+
+    def lift(self) -> None:
+        run("tc", "qdisc", "del", "dev", self.host_if, "root")
+
+
+@pytest.fixture
+def link() -> Iterator[Link]:
+    if os.geteuid() != 0:
+        pytest.skip("network namespaces and tc need root")
+    tag = f"sfubw{os.getpid() % 100000}"
+    namespace, host_if, ns_if = tag, f"{tag}h", f"{tag}n"
+    try:
+        run("ip", "netns", "add", namespace)
+        run("ip", "-n", namespace, "link", "set", "lo", "up")
+        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", namespace)
+        run("ip", "addr", "add", f"{HOST_ADDRESS}/30", "dev", host_if)
+        run("ip", "-n", namespace, "addr", "add", f"{NS_ADDRESS}/30", "dev", ns_if)
+        run("ip", "link", "set", host_if, "up")
+        run("ip", "-n", namespace, "link", "set", ns_if, "up")
+        yield Link(namespace, host_if)
+    finally:
+        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
+        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=10)
+
+
+@dataclass
+class CappedSubscriber:
+    """The subscriber process in the namespace, and what it reported."""
+
+    proc: subprocess.Popen[str]
+    lines: list[dict[str, Any]] = field(default_factory=list)
+    frame_times: list[float] = field(default_factory=list)
+
+    def start_reading(self) -> None:
+        def read() -> None:
+            assert self.proc.stdout is not None
+            for raw in self.proc.stdout:
+                try:
+                    line = json.loads(raw)
+                except ValueError:
+                    continue
+                self.frame_times.extend(line["frame_times"])
+                self.lines.append(line)
+
+        threading.Thread(target=read, daemon=True).start()
+
+    @property
+    def last(self) -> dict[str, Any]:
+        return self.lines[-1] if self.lines else {"size": None, "quality": [], "audio_frames": 0, "video_frames": 0}
+
+    def layer(self) -> str | None:
+        quality = self.last["quality"]
+        return quality[-1][0] if quality else "-"
+
+    def stalls(self, start: float, end: float, limit_s: float = 0.5) -> list[tuple[float, float]]:
+        times = [t for t in self.frame_times if start <= t <= end]
+        return [(round(a, 2), round(b - a, 3)) for a, b in zip(times, times[1:], strict=False) if b - a > limit_s]
+
+
+async def _setup(link: Link, tmp_path: Path) -> tuple[Any, SfuClient, Participant, CappedSubscriber, str]:
+    server = start_server(tmp_path, host="0.0.0.0")
+    url = f"http://127.0.0.1:{server.port}"
+    publisher_client = SfuClient(url, "bw", "pub", auto_subscribe=False)
+    uncapped = Participant(url, "bw", "uncapped")
+    await publisher_client.connect()
+    publisher = SimulcastPublisher(publisher_client)
+    track_id = await publisher.start(audio=ToneAudio())
+    await uncapped.join(video_size=None, audio=False)
+    proc = subprocess.Popen(
+        ["ip", "netns", "exec", link.namespace, sys.executable, "-m", "tests.network.capped_subscriber",
+         f"http://{HOST_ADDRESS}:{server.port}", "bw", "110"],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    capped = CappedSubscriber(proc)
+    capped.start_reading()
+    return server, publisher_client, uncapped, capped, track_id
+
+
+async def _teardown(server: Any, publisher_client: SfuClient, uncapped: Participant, capped: CappedSubscriber) -> None:
+    if capped.proc.poll() is None:
+        capped.proc.terminate()
+        capped.proc.wait(10)
+    await uncapped.close()
+    await publisher_client.close()
+    assert server.stop() == 0, server.log()[-3000:]
+
+
+def _size(participant: Participant, track_id: str) -> tuple[int, int] | None:
+    received = participant.received.get(track_id)
+    return received.last_size if received else None
+
+
+async def test_capped_subscriber_drops_to_the_lowest_layer_while_the_uncapped_one_stays_on_top(
+        link: Link, tmp_path: Path) -> None:
+    server, publisher_client, uncapped, capped, track_id = await _setup(link, tmp_path)
+    try:
+        assert await wait_until(lambda: capped.last["size"] == [640, 360] and _size(uncapped, track_id) == (640, 360),
+                                40), (capped.last, _size(uncapped, track_id))
+        cap_at = time.time()
+        link.cap(300)
+        assert await wait_until(lambda: capped.layer() == "q", 5), capped.last["quality"]
+        down_at = time.time()
+        assert await wait_until(lambda: capped.last["size"] == [160, 90], 5), capped.last
+        frames = capped.last["video_frames"]
+        assert await wait_until(lambda: capped.last["video_frames"] > frames + 20, 10), "no frames on the low layer"
+        print(f"capped subscriber: on the lowest layer {down_at - cap_at:.2f} s after the cap; "
+              f"stalls > 0.5 s from 1 s after the switch: {capped.stalls(down_at + 1, time.time())}", file=sys.stderr)
+        uncapped_history = [(m["layer"], m["reason"], m["estimate_bps"]) for m in uncapped.client.messages
+                            if m["type"] == "quality_changed"]
+        assert _size(uncapped, track_id) == (640, 360), \
+            f"the uncapped subscriber left the top layer: {uncapped_history}"
+        assert uncapped_history[-1][0] == "f"
+    finally:
+        await _teardown(server, publisher_client, uncapped, capped)
+
+
+@pytest.mark.skipif(os.environ.get("SFU_BANDWIDTH_FULL") != "1",
+                    reason="not reliable yet on a loaded 2-core host (lift/pause/resume timing, see issue 5 note); "
+                           "run with SFU_BANDWIDTH_FULL=1")
+async def test_capped_subscriber_pauses_below_the_lowest_layer_and_recovers_when_the_cap_is_lifted(
+        link: Link, tmp_path: Path) -> None:
+    server, publisher_client, uncapped, capped, track_id = await _setup(link, tmp_path)
+    try:
+        assert await wait_until(lambda: capped.last["size"] == [640, 360], 40), capped.last
+        link.cap(300)
+        assert await wait_until(lambda: capped.layer() == "q", 5), capped.last["quality"]
+        await wait_until(lambda: False, 5)
+        link.lift()
+        assert await wait_until(lambda: capped.layer() in ("h", "f"), 20), capped.last["quality"]
+        link.cap(80)
+        assert await wait_until(lambda: capped.layer() is None, 15), capped.last["quality"]
+        audio = capped.last["audio_frames"]
+        assert await wait_until(lambda: capped.last["audio_frames"] > audio + 100, 8), "audio stopped while paused"
+        link.lift()
+        assert await wait_until(lambda: capped.layer() not in (None, "-"), 25), capped.last["quality"]
+        frames = capped.last["video_frames"]
+        assert await wait_until(lambda: capped.last["video_frames"] > frames + 20, 10), "video did not resume"
+    finally:
+        await _teardown(server, publisher_client, uncapped, capped)
