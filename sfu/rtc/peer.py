@@ -140,7 +140,8 @@ class PeerSession:
                 new_sections.append(section)
             elif not sending and section.mid in self.publications:
                 gone.append(section.mid)
-        return self.pc.localDescription.sdp, new_sections, gone
+        # aiortc re-serializes its description from its own model, which has no rid/simulcast lines
+        return self._with_simulcast(self.pc.localDescription.sdp), new_sections, gone
 
     def _with_simulcast(self, description: str) -> str:
         for mid, rids in self.simulcast.items():
@@ -208,7 +209,7 @@ class PeerSession:
         await self.pc.setLocalDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
         self._refresh_publications()
         mids = {s.transceiver.mid: s.track_id for s in self.slots if s.track_id and s.transceiver.mid}
-        return self.pc.localDescription.sdp, mids
+        return self._with_simulcast(self.pc.localDescription.sdp), mids
 
     async def apply_answer(self, answer_sdp: str) -> None:
         sdp.validate(answer_sdp)
