@@ -18,8 +18,8 @@
  *   await client.publishScreen();
  *
  * Camera video is published as three simulcast layers (rids q, h, f at 1/4, 1/2 and full size)
- * unless `publish(stream, {simulcast: false})`; the server says which layers anyone needs
- * (`layers_needed`) and the others are turned off (dynacast).
+ * unless `publish(stream, {simulcast: false})` or the capture is smaller than 640x360; the server
+ * says which layers anyone needs (`layers_needed`) and the others are turned off (dynacast).
  *
  * Events (CustomEvent, data in `detail`): joined, participantjoined, participantleft,
  * trackpublished, trackunpublished, track, trackended, trackmuted, trackunmuted, qualitychanged,
@@ -27,11 +27,15 @@
  */
 
 import { DataChannels } from '/web/sfu-data.js';
-import { captureScreen, sendEncodingsFor, setActiveLayers, sourceOf } from '/web/sfu-media.js';
+import {
+  captureScreen, negotiateNeededExtensions, sendEncodingsFor, setActiveLayers, sourceOf,
+} from '/web/sfu-media.js';
 
 const LOG = '[sfu-client]';
 const PROTOCOL_VERSION = 1;
 const PING_INTERVAL_MS = 20000;
+/** How long offers after our first wait for the server's first offer, when one is due. */
+const SERVER_OFFER_WAIT_MS = 5000;
 /** Why the server closed the socket, by WebSocket close code (docs/protocol.md, Transport). */
 const CLOSE_REASONS = {
   1000: 'closed', 1001: 'server shutting down', 4001: 'removed by an operator', 4002: 'room closed',
@@ -88,6 +92,7 @@ export class SfuClient extends EventTarget {
     this._offerWanted = false; // something to (re)offer once signaling is stable
     this._offerFailed = false; // our last offer could not be made: wait for a change before retrying
     this._offerSeq = 0; // our offers carry `id: offer-N`, so an error can name the one it refuses
+    this._serverOfferDue = null; // timer while the server's first offer (others' tracks) is due
     this._pingTimer = null;
     this._joinWaiter = null;
     this._qualityAsked = new Map(); // track id -> the last set_quality sent (JSON), to send changes only
@@ -331,6 +336,17 @@ export class SfuClient extends EventTarget {
       setTimeout(() => this._enqueue(() => this._maybeOffer()), 0);
     }
     this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
+    if (this.tracks.size > 0) {
+      // The server will offer us the others' tracks right after answering our first offer. An offer
+      // of ours crossing it would be rolled back, and Chromium keeps the header-extension ids of a
+      // rolled-back offer for its mids ("RTP extension ID reassignment not supported" when the
+      // server's offer uses other ids for the same mid, as it does before any media was
+      // negotiated). So offers after the first wait for that server offer (or a timeout).
+      this._serverOfferDue = setTimeout(() => {
+        this._serverOfferDue = null;
+        this._enqueue(() => this._maybeOffer());
+      }, SERVER_OFFER_WAIT_MS);
+    }
     console.info(LOG, `joined room ${msg.room} as ${msg.participant.id}`,
       `(${this.participants.size} others, ${this.tracks.size} tracks)`);
     this._setState('joined');
@@ -405,6 +421,8 @@ export class SfuClient extends EventTarget {
     if (!pc) return;
     this._serverMids = new Map(Object.entries(msg.mids || {}));
     this._offerFailed = false;
+    clearTimeout(this._serverOfferDue);
+    this._serverOfferDue = null;
     if (pc.signalingState === 'have-local-offer') {
       console.info(LOG, 'offer collision: rolling back our offer, answering the server first');
       await pc.setLocalDescription({ type: 'rollback' });
@@ -482,6 +500,7 @@ export class SfuClient extends EventTarget {
   async _maybeOffer() {
     const pc = this.pc;
     if (!pc || this.state !== 'joined' || pc.signalingState !== 'stable') return;
+    if (this._serverOfferDue !== null && this._offerSeq > 0) return; // see _onJoined
     const unpublished = this._publications.filter((p) => !p.published && p.transceiver);
     if (!this._offerWanted && (unpublished.length === 0 || this._offerFailed)) return;
     this._offerWanted = false;
@@ -519,8 +538,10 @@ export class SfuClient extends EventTarget {
    */
   _addSender(pub) {
     const sendEncodings = sendEncodingsFor(pub.track, pub.simulcast);
-    return this.pc.addTransceiver(pub.track, { direction: 'sendonly', streams: [pub.stream],
+    const transceiver = this.pc.addTransceiver(pub.track, { direction: 'sendonly', streams: [pub.stream],
       ...(sendEncodings ? { sendEncodings } : {}) });
+    negotiateNeededExtensions(transceiver, pub.track.kind, Boolean(sendEncodings));
+    return transceiver;
   }
 
   /**
@@ -631,6 +652,7 @@ export class SfuClient extends EventTarget {
 
   _close(reason) {
     clearInterval(this._pingTimer);
+    clearTimeout(this._serverOfferDue);
     for (const p of this._pendingPublishes) p.reject(new Error(reason));
     this._pendingPublishes = [];
     if (this.pc) this.pc.close();

@@ -14,29 +14,71 @@ from tests.conftest import ServerProcess
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 
-async def test_publish_that_crosses_a_server_offer_is_rolled_back_and_sent_again(open_client: Any) -> None:
-    alice = await open_client("alice", "glare")
+async def test_publish_while_the_servers_first_offer_is_due_waits_for_it(open_client: Any) -> None:
+    alice = await open_client("alice", "due")
     await alice.publish()
     assert await wait_for(lambda: alice.published(), 30, "alice's publication") == "published"
 
     # Bob joins without publishing (his first offer carries only his data channels) and holds
     # back what he receives from the server's first offer on: that offer, of alice's tracks,
-    # stays unread ...
-    bob = await open_client("bob", "glare", hold_offers=True)
+    # stays unread while he publishes. His client must not offer meanwhile: an offer crossing the
+    # server's first one would be rolled back, and Chromium keeps the header-extension ids of a
+    # rolled-back offer ("RTP extension ID reassignment not supported" on the server's offer).
+    bob = await open_client("bob", "due", hold_offers=True)
     await wait_for(lambda: bob.page.evaluate("h.heldTypes().includes('offer')"), 30,
                    "the server's offer to bob")
-    # ... while bob offers his own tracks: both offers cross. The server (impolite) ignores his.
     await bob.publish()
+    await asyncio.sleep(1.5)
+    assert await bob.published() is None
+    assert not any("new tracks {\"" in line for line in bob.log.lines), "bob offered over the server's offer"
+    await bob.page.evaluate("h.release()")
+
+    assert await wait_for(lambda: bob.published(), 30, "bob's publication") == "published"
+    await bob.wait_decoding({alice.id})
+    await alice.wait_decoding({bob.id})
+    assert not any("offer collision" in line for line in bob.log.lines)
+    assert await bob.events("error") == [] and await alice.events("error") == []
+    assert not bob.log.errors and not alice.log.errors
+
+
+async def test_publish_that_crosses_a_server_offer_is_rolled_back_and_sent_again(open_client: Any) -> None:
+    alice = await open_client("alice", "glare")
+    await alice.publish()
+    bob = await open_client("bob", "glare")
+    await bob.publish()
+    assert await wait_for(lambda: bob.published(), 30, "bob's publication") == "published"
+    await bob.wait_decoding({alice.id})
+
+    # Bob holds back what he receives from the server's next offer on; carol's arrival makes the
+    # server offer him her tracks, and that offer stays unread ...
+    await bob.page.evaluate("h.hold('offer')")
+    carol = await open_client("carol", "glare")
+    await carol.publish()
+    await wait_for(lambda: bob.page.evaluate("h.heldTypes().includes('offer')"), 30,
+                   "the server's offer to bob")
+    # ... while bob publishes a second video: both offers cross. The server (impolite) ignores his.
+    await bob.publish("screen", {"video": {"width": 320, "height": 180}})
     await asyncio.sleep(1.5)
     await bob.page.evaluate("h.release()")
 
-    # Bob (polite) rolls back, answers, and offers again: both sides then see each other.
-    assert await wait_for(lambda: bob.published(), 30, "bob's publication") == "published"
+    # Bob (polite) rolls back, answers, and offers again: everyone then sees everyone, and carol
+    # gets bob's second video.
+    assert await wait_for(lambda: bob.published(), 30, "bob's second publication") == "published"
     assert any("offer collision" in line for line in bob.log.lines), "no collision happened"
-    await bob.wait_decoding({alice.id})
-    await alice.wait_decoding({bob.id})
-    assert await bob.events("error") == [] and await alice.events("error") == []
-    assert not bob.log.errors and not alice.log.errors
+    await bob.wait_decoding({alice.id, carol.id})
+
+    async def bobs_two_videos() -> bool:
+        return {v["source"] for v in await carol.remote()
+                if v["participantId"] == bob.id and v["framesDecoded"] > 0} == {"camera", "screen"}
+
+    await wait_for(bobs_two_videos, 30, "carol to decode bob's camera and second video")
+    try:
+        await carol.wait_decoding({alice.id, bob.id})
+    except AssertionError:
+        print("carol's videos:", await carol.remote(), "alice", alice.id, "bob", bob.id)
+        raise
+    for p in (alice, bob, carol):
+        assert await p.events("error") == [] and not p.log.errors, (p.log.label, p.log.errors)
 
 
 async def test_m_line_recycled_for_a_newcomer_shows_the_newcomer(open_client: Any) -> None:
