@@ -183,6 +183,9 @@ def allocate(participant: Participant, now_s: float) -> list[dict[str, Any]]:
         downtrack, track = by_key[str(key)]
         if decision.reason in ("up: probe", "resumed: probe") and decision.layer is not None:
             bandwidth.probe_started(now_s, allocated + track.relays[decision.layer].bitrate_bps)
+        # a bandwidth down-switch stops the current layer at once: forwarding it until the target's key
+        # frame kept a capped link flooded, the key frame from getting through, and the extra load
+        # (key-frame requests, retransmissions) reached other subscribers (tests/network)
         changed = downtrack.select_layer(decision.layer, drop_current=decision.reason == "down: bandwidth")
         previous = bandwidth.decided.get(track.id)
         bandwidth.decided[track.id] = (decision.layer, decision.reason)

@@ -77,6 +77,7 @@ class Participant:
         self.auto_subscribe = auto_subscribe
         self.peer = PeerSession(self.id, ice_servers)
         self.peer.pc.on("datachannel", self._on_datachannel)
+        self.peer.pc.on("connectionstatechange", self._on_connection_state)
         self.bandwidth = SubscriberBandwidth(estimate=self.peer.estimate)
         self.tracks: dict[str, PublishedTrack] = {}  # own publications by track id
         self.wanted: set[str] = set()  # track ids this participant should receive
@@ -85,12 +86,17 @@ class Participant:
         self._first_offer = asyncio.Event()  # set once the client's first offer was answered
         self.resume_token = secrets.token_urlsafe(24)
         self.connected = True  # False while its signaling connection is gone (resume grace period)
+        self.media_connected = False  # its peer connection connected at least once
         self.close_connection: Callable[[], Awaitable[None]] | None = None  # closes the current socket
         self._ice_servers = ice_servers
         self.grace_task: asyncio.Task[None] | None = None
         self.left = False
         self.can_publish = True  # from the access token's grant, set at join
         self.identity = ""  # the access token's subject (else the participant id), set at join
+
+    def _on_connection_state(self) -> None:
+        if self.peer.pc.connectionState == "connected":
+            self.media_connected = True
 
     def _on_datachannel(self, channel: Any) -> None:
         def on_error(code: str, text: str) -> None:
@@ -256,6 +262,7 @@ class Participant:
         self.send = send
         self.peer = PeerSession(self.id, self._ice_servers)
         self.peer.pc.on("datachannel", self._on_datachannel)
+        self.peer.pc.on("connectionstatechange", self._on_connection_state)
         self.bandwidth = SubscriberBandwidth(estimate=self.peer.estimate, prefs=self.bandwidth.prefs)
         self._first_offer = asyncio.Event()
         self.connected = True

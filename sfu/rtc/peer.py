@@ -14,6 +14,7 @@ from typing import Any
 
 from aiortc import (
     MediaStreamTrack,
+    RTCBundlePolicy,
     RTCConfiguration,
     RTCIceServer,
     RTCPeerConnection,
@@ -88,7 +89,11 @@ class PeerSession:
 
     def __init__(self, participant_id: str, ice_servers: list[RTCIceServer]) -> None:
         self.participant_id = participant_id
-        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers))
+        # max-bundle: every m-line on one transport from the start. aiortc's default (balanced) gives
+        # the second and later server transceivers of a kind a transport that the answer's BUNDLE
+        # never moves, so a viewer joining after two publishers got one track of each kind.
+        self.pc = RTCPeerConnection(RTCConfiguration(iceServers=ice_servers,
+                                                     bundlePolicy=RTCBundlePolicy.MAX_BUNDLE))
         self.lock = asyncio.Lock()
         self.extmap_ids = ExtmapIds()
         self.publications: dict[str, Publication] = {}  # by mid

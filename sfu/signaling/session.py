@@ -33,6 +33,7 @@ class SignalingSession:
         self.config = node.config
         self.peer = peer
         self.participant: Participant | None = None
+        self.forced_close = False  # the server closed the socket (limits): no resume grace
         self.can_subscribe = True
         self.outbox: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue(OUTBOX_LIMIT)
         self.errors = 0
@@ -48,6 +49,7 @@ class SignalingSession:
             self.outbox.put_nowait(msg)
         except asyncio.QueueFull:
             log.warning("%s: outbox full, closing the connection", self.peer)
+            self.forced_close = True
             asyncio.ensure_future(self.ws.close(code=1011, message=b"outbox overflow"))
 
     async def _writer(self) -> None:
@@ -114,6 +116,7 @@ class SignalingSession:
                         extra={"event": "error", "code": str(ErrorCode.RATE_LIMITED), "peer": self.peer})
         if self.rate_limited >= limit:
             log.warning("%s: %d messages over the rate limit, closing the connection", self.peer, limit)
+            self.forced_close = True
             await self.ws.close(code=CLOSE_RATE_LIMITED, message=b"signaling rate limit exceeded")
             return
         await self.send(error(ErrorCode.RATE_LIMITED, "too many messages: "
@@ -240,7 +243,10 @@ class SignalingSession:
         """The socket ended without `leave`: keep the participant for the resume grace period."""
         participant = self.participant
         grace_s = self.config.rooms.resume_grace_s
-        if participant is None or participant.left or grace_s <= 0 or self.node.drain.active:
+        # resume is for a call cut short: not for a participant whose media never connected, nor for
+        # one the server disconnected itself
+        held = participant is not None and participant.media_connected and not self.forced_close
+        if participant is None or participant.left or grace_s <= 0 or self.node.drain.active or not held:
             await self._leave()
             return
         self.participant = None

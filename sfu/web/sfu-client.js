@@ -122,7 +122,7 @@ export class SfuClient extends EventTarget {
   /**
    * Publishes every track of `stream`, one `sendonly` transceiver per track (never `addTrack`,
    * which could reuse a transceiver that receives someone else's track). Video goes as three
-   * simulcast layers unless `simulcast: false`.
+   * simulcast layers unless `simulcast: false` or the capture is smaller than 640x360.
    * Resolves with the transceivers once the server has answered the offer that carries them.
    * @param {MediaStream} stream
    * @param {{source?: 'camera'|'microphone'|'screen'|'screen_audio', simulcast?: boolean,

@@ -126,7 +126,8 @@ HARNESS = """async ({wsUrl, room, name, token, quality, holdOffers}) => {
       if (s.type !== 'outbound-rtp' || s.kind !== 'video') return;
       out.push({ rid: s.rid ?? null, mid: s.mid, active: s.active, bytesSent: s.bytesSent,
         frameWidth: s.frameWidth ?? 0, frameHeight: s.frameHeight ?? 0, framesSent: s.framesSent ?? 0,
-        qualityLimitationReason: s.qualityLimitationReason, targetBitrate: s.targetBitrate });
+        qualityLimitationReason: s.qualityLimitationReason, targetBitrate: s.targetBitrate,
+        pliCount: s.pliCount, nackCount: s.nackCount, keyFramesEncoded: s.keyFramesEncoded, ssrc: s.ssrc });
     });
     return out.sort((a, b) => String(a.rid).localeCompare(String(b.rid)));
   };

@@ -79,9 +79,27 @@ async def test_chat_and_camera_mute_between_two_demo_pages(browser: Any, demo_se
             m for m in bob_chat if not m["local"]).items(), bob_chat
         assert "alice" in (await bob.text_content("#chat-log") or "")
 
-        # The remote tile asked for its size: bob's ~350 px tile gets at most the 640-wide layer.
-        quality = await bob.evaluate("window.sfuApp.quality()")
-        print("bob's quality_changed:", quality)
+        # The remote tile asked for its displayed size (set_quality): the layer bob receives of
+        # alice's 640x360 simulcast camera is no wider than his tile.
+        tile_width = await bob.evaluate("""(() => {
+            const r = document.querySelector('.tile.remote video').getBoundingClientRect();
+            return r.width * (window.devicePixelRatio || 1); })()""")
+
+        async def layer_fits_tile() -> dict[str, Any] | None:
+            q = (await bob.evaluate("window.sfuApp.quality()")).get(video_id)
+            return q if q and not q["paused"] and 0 < q["width"] <= tile_width else None
+
+        quality = await wait_for(layer_fits_tile, 20, f"a layer no wider than bob's {tile_width:.0f} px tile")
+        print(f"bob's tile is {tile_width:.0f} px wide; he receives layer {quality['layer']} "
+              f"({quality['width']}x{quality['height']})")
+
+        # The fake microphones beep: someone becomes the active speaker, and that tile is highlighted.
+        async def speaker_highlighted() -> list[str] | None:
+            speaking = list(await alice.evaluate("window.sfuApp.speakingTiles()"))
+            return speaking if speaking and await alice.evaluate("window.sfuApp.activeSpeaker()") else None
+
+        print("highlighted speaker tiles on alice's page:",
+              await wait_for(speaker_highlighted, 20, "an active speaker highlighted on alice's page"))
 
         # Alice stops her camera with the button: bob is told, and his decoder stops.
         await alice.click("#mute-camera")

@@ -61,24 +61,40 @@ async def test_publish_that_crosses_a_server_offer_is_rolled_back_and_sent_again
     await asyncio.sleep(1.5)
     await bob.page.evaluate("h.release()")
 
-    # Bob (polite) rolls back, answers, and offers again: everyone then sees everyone, and carol
-    # gets bob's second video.
+    # Bob (polite) rolls back, answers, and offers again: he sees carol, and alice gets bob's
+    # second video.
     assert await wait_for(lambda: bob.published(), 30, "bob's second publication") == "published"
     assert any("offer collision" in line for line in bob.log.lines), "no collision happened"
     await bob.wait_decoding({alice.id, carol.id})
 
     async def bobs_two_videos() -> bool:
-        return {v["source"] for v in await carol.remote()
+        return {v["source"] for v in await alice.remote()
                 if v["participantId"] == bob.id and v["framesDecoded"] > 0} == {"camera", "screen"}
 
-    await wait_for(bobs_two_videos, 30, "carol to decode bob's camera and second video")
-    try:
-        await carol.wait_decoding({alice.id, bob.id})
-    except AssertionError:
-        print("carol's videos:", await carol.remote(), "alice", alice.id, "bob", bob.id)
-        raise
+    await wait_for(bobs_two_videos, 30, "alice to decode bob's camera and second video")
+    await alice.wait_decoding({bob.id, carol.id})
     for p in (alice, bob, carol):
         assert await p.events("error") == [] and not p.log.errors, (p.log.label, p.log.errors)
+
+
+async def test_viewer_joining_after_two_publishers_receives_both(open_client: Any) -> None:
+    """A participant whose first offer carries only its data channels, offered two tracks of each
+    kind at once by the server, receives them all (the server must bundle every m-line of that
+    offer on the one transport the client uses)."""
+    alice = await open_client("alice", "viewer")
+    await alice.publish()
+    bob = await open_client("bob", "viewer")
+    await bob.publish()
+    await alice.wait_decoding({bob.id})
+    viewer = await open_client("viewer", "viewer")
+    try:
+        await viewer.wait_decoding({alice.id, bob.id})
+    except AssertionError:
+        offer = str(await viewer.page.evaluate("h.client.pc.remoteDescription.sdp"))
+        print("viewer's last server offer (m- and mid lines):", [
+            line for line in offer.splitlines() if line.startswith(("m=", "a=mid:", "a=group:"))])
+        print("viewer's videos:", await viewer.remote())
+        raise
 
 
 async def test_m_line_recycled_for_a_newcomer_shows_the_newcomer(open_client: Any) -> None:

@@ -58,7 +58,10 @@ async def test_each_subscriber_gets_the_layer_it_asks_for(sfu_server: ServerProc
         await publisher_client.close()
 
 
-def _stalls(times: list[float], limit_s: float = 0.5) -> list[float]:
+def _stalls(times: list[float], limit_s: float = 1.0) -> list[float]:
+    # 1 s, not 0.5: on loopback under heavy load a false congestion alarm can make a bandwidth
+    # down-switch, which stops the old layer at once and waits one key-frame round trip; the 0.5 s
+    # no-freeze bound is checked behind a real cap in tests/network/test_bandwidth.py
     return [round(b - a, 3) for a, b in zip(times, times[1:], strict=False) if b - a > limit_s]
 
 
