@@ -78,6 +78,12 @@ async def test_a_participant_gone_abruptly_is_cleaned_up_and_the_others_are_told
         joined = [m["participant"]["id"] for m in observer.messages if m["type"] == "participant_joined"]
         left = [m["participant_id"] for m in observer.messages if m["type"] == "participant_left"]
         assert joined == left, "everyone who joined was announced as gone"
+        published = {m["track"]["id"] for m in observer.messages
+                     if m["type"] == "track_published" and m["track"]["participant_id"] == participant_id}
+        unpublished = {m["track_id"] for m in observer.messages if m["type"] == "track_unpublished"}
+        if stage == "media":
+            assert len(published) == 2, "the participant published audio and video before it vanished"
+        assert published <= unpublished, "the tracks of the participant who vanished did not end for the others"
     finally:
         if proc is not None and proc.poll() is None:
             proc.kill()
