@@ -8,7 +8,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass, field
 
 UP_HOLD_S = 3.0  # an up-switch waits until the estimate has allowed it this long
-PAUSE_HOLD_S = 3.0  # a pause waits until the track has been on its lowest layer this long
+PAUSE_HOLD_S = 3.0  # a pause waits until not even the lowest layer has fitted for this long
 HEADROOM = 0.9  # plan for 90 % of the estimate: REMB overshoots, and RTX and RTCP need room
 
 
@@ -47,7 +47,7 @@ class LayerAllocator:
     pause_hold_s: float = PAUSE_HOLD_S
     headroom: float = HEADROOM
     _up_since: dict[Hashable, float] = field(default_factory=dict)
-    _lowest_since: dict[Hashable, float] = field(default_factory=dict)
+    _starved_since: dict[Hashable, float] = field(default_factory=dict)
 
     def allocate(self, now_s: float, estimate_bps: float, fixed_bps: float,
                  demands: list[Demand], probe: bool = False) -> dict[Hashable, Decision]:
@@ -91,7 +91,7 @@ class LayerAllocator:
         decisions = {d.key: self._hysteresis(now_s, d, affordable[d.key]) for d in demands}
         if probed is not None and decisions[probed].reason in ("up: bandwidth", "resumed"):
             decisions[probed].reason = "up: probe" if demands_current(demands, probed) is not None else "resumed: probe"
-        for held in (self._up_since, self._lowest_since):
+        for held in (self._up_since, self._starved_since):
             for key in list(held):
                 if key not in decisions:
                     del held[key]
@@ -100,10 +100,8 @@ class LayerAllocator:
     def _hysteresis(self, now_s: float, demand: Demand, wanted: int | None) -> Decision:
         current = demand.current
         lowest = self._lowest(demand)
-        if current is not None and current == lowest:
-            self._lowest_since.setdefault(demand.key, now_s)
-        else:
-            self._lowest_since.pop(demand.key, None)
+        if wanted is not None or current is None or current != lowest:
+            self._starved_since.pop(demand.key, None)
         if not demand.started:
             self._up_since.pop(demand.key, None)
             return Decision(wanted, "initial" if wanted is not None else "paused: bandwidth")
@@ -113,7 +111,7 @@ class LayerAllocator:
                 # never straight from a higher layer to paused: the estimate right after an overload is
                 # pessimistic; the lowest layer first, and pause only if the link cannot carry even that
                 return Decision(lowest, "down: bandwidth")
-            if current is not None and now_s - self._lowest_since.get(demand.key, now_s) < self.pause_hold_s:
+            if current is not None and now_s - self._starved_since.setdefault(demand.key, now_s) < self.pause_hold_s:
                 return Decision(current, "hold: lowest")
             return Decision(None, "paused: bandwidth")
         if current is not None and wanted <= current:

@@ -169,3 +169,11 @@ def test_a_collapse_steps_down_to_the_lowest_layer_and_pauses_only_if_that_does_
 def test_a_track_without_simulcast_is_never_paused() -> None:
     single = Demand("cam", [Layer(500_000, 640, 360)], current=0, can_pause=False)
     assert LayerAllocator(pause_hold_s=0).allocate(0, 50_000, 0, [single])["cam"].layer == 0
+
+
+def test_pause_needs_the_lowest_layer_to_be_unaffordable_for_the_whole_hold() -> None:
+    allocator = LayerAllocator(pause_hold_s=3)
+    assert allocator.allocate(0, 100_000, 0, [demand(current=0)])["cam"].layer == 0  # starved since 0
+    assert allocator.allocate(2, 1_000_000, 0, [demand(current=0)])["cam"].layer == 0  # it fits again
+    assert allocator.allocate(3.5, 100_000, 0, [demand(current=0)])["cam"].layer == 0  # starved anew
+    assert allocator.allocate(6.6, 100_000, 0, [demand(current=0)])["cam"].layer is None
