@@ -4,15 +4,13 @@ hysteresis so a cough does not steal the floor. docs/protocol.md: `active_speake
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from sfu.media.relay import TrackRelay
 from sfu.media.rtp_header import find_extension
+from sfu.periodic import PeriodicTask
 from sfu.rtc.sdp import URI_AUDIO_LEVEL
 from sfu.signaling.messages import message
 
@@ -127,29 +125,16 @@ class SpeakerDetector:
             self.dominant = None  # the room went quiet
 
 
-class SpeakerLoop:
+class SpeakerLoop(PeriodicTask):
+    name = "active speaker"
+
     def __init__(self, rooms: RoomRegistry, tick_s: float = TICK_S) -> None:
+        super().__init__(tick_s)
         self.rooms = rooms
-        self.tick_s = tick_s
-        self._task: asyncio.Task[None] | None = None
 
-    async def on_startup(self, app: object) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def on_cleanup(self, app: object) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                for room in list(self.rooms.rooms.values()):
-                    await self._tick_room(room, time.monotonic())
-            except Exception:
-                log.exception("active speaker tick failed")
+    async def tick(self, now_s: float) -> None:
+        for room in list(self.rooms.rooms.values()):
+            await self._tick_room(room, now_s)
 
     @staticmethod
     async def _tick_room(room: Room, now_s: float) -> None:

@@ -4,8 +4,6 @@ and tell the subscriber (`quality_changed`). docs/allocation.md explains the rul
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -16,6 +14,7 @@ from sfu.bwe.allocator import Demand, Layer, LayerAllocator
 from sfu.bwe.estimator import HIGH_LOSS, SubscriberEstimate
 from sfu.media.downtrack import DownTrack
 from sfu.media.relay import TrackRelay
+from sfu.periodic import PeriodicTask
 from sfu.signaling.messages import message
 
 if TYPE_CHECKING:
@@ -210,40 +209,18 @@ def _quality_changed(participant: Participant, track: PublishedTrack, layer: int
                    paused=layer is None, reason=reason, estimate_bps=int(estimate))
 
 
-class AllocationLoop:
+class AllocationLoop(PeriodicTask):
     """One task for the whole process: cheap (a few dict walks per subscriber per tick)."""
+
+    name = "allocation"
 
     def __init__(self, rooms: RoomRegistry, tick_s: float = TICK_S,
                  publisher_remb_bps: int = PUBLISHER_REMB_BPS) -> None:
+        super().__init__(tick_s)
         self.rooms = rooms
-        self.tick_s = tick_s
         self.publisher_remb_bps = publisher_remb_bps
-        self._task: asyncio.Task[None] | None = None
         self._last_s = time.monotonic()
         self._last_remb_s = 0.0
-
-    def start(self) -> None:
-        self._task = asyncio.ensure_future(self._run())
-
-    async def on_startup(self, app: object) -> None:
-        self.start()
-
-    async def on_cleanup(self, app: object) -> None:
-        await self.stop()
-
-    async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-
-    async def _run(self) -> None:
-        while True:
-            await asyncio.sleep(self.tick_s)
-            try:
-                await self.tick(time.monotonic())
-            except Exception:
-                log.exception("allocation tick failed")
 
     async def tick(self, now_s: float) -> None:
         elapsed, self._last_s = now_s - self._last_s, now_s

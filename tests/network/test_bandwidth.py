@@ -25,14 +25,11 @@ from sfu.client import SfuClient
 from sfu.testing.simulcast import SimulcastPublisher
 from tests.conftest import ROOT, start_server
 from tests.integration.peers import Participant, ToneAudio, wait_until
+from tests.network.netns import run, veth_namespace
 
 pytestmark = [pytest.mark.slow]
 
 HOST_ADDRESS, NS_ADDRESS = "198.18.20.1", "198.18.20.2"
-
-
-def run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
 
 
 @dataclass
@@ -52,22 +49,8 @@ class Link:
 
 @pytest.fixture
 def link() -> Iterator[Link]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces and tc need root")
-    tag = f"sfubw{os.getpid() % 100000}"
-    namespace, host_if, ns_if = tag, f"{tag}h", f"{tag}n"
-    try:
-        run("ip", "netns", "add", namespace)
-        run("ip", "-n", namespace, "link", "set", "lo", "up")
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", namespace)
-        run("ip", "addr", "add", f"{HOST_ADDRESS}/30", "dev", host_if)
-        run("ip", "-n", namespace, "addr", "add", f"{NS_ADDRESS}/30", "dev", ns_if)
-        run("ip", "link", "set", host_if, "up")
-        run("ip", "-n", namespace, "link", "set", ns_if, "up")
+    with veth_namespace("sfubw", HOST_ADDRESS, NS_ADDRESS) as (namespace, host_if):
         yield Link(namespace, host_if)
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", namespace], capture_output=True, timeout=10)
 
 
 @dataclass

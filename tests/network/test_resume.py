@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,34 +21,17 @@ import pytest
 
 from tests.conftest import ROOT, start_server
 from tests.integration.peers import Participant, wait_until
+from tests.network.netns import run, veth_namespace
 
 pytestmark = [pytest.mark.slow]
 
 HOST_ADDRESS, NS_ADDRESS = "198.18.21.1", "198.18.21.2"
 
 
-def run(*argv: str) -> None:
-    subprocess.run(argv, check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def namespace() -> Iterator[tuple[str, str]]:
-    if os.geteuid() != 0:
-        pytest.skip("network namespaces need root")
-    tag = f"sfurs{os.getpid() % 100000}"
-    host_if, ns_if = f"{tag}h", f"{tag}n"
-    try:
-        run("ip", "netns", "add", tag)
-        run("ip", "-n", tag, "link", "set", "lo", "up")
-        run("ip", "link", "add", host_if, "type", "veth", "peer", "name", ns_if, "netns", tag)
-        run("ip", "addr", "add", f"{HOST_ADDRESS}/30", "dev", host_if)
-        run("ip", "-n", tag, "addr", "add", f"{NS_ADDRESS}/30", "dev", ns_if)
-        run("ip", "link", "set", host_if, "up")
-        run("ip", "-n", tag, "link", "set", ns_if, "up")
-        yield tag, host_if
-    finally:
-        subprocess.run(["ip", "link", "del", host_if], capture_output=True, timeout=10)
-        subprocess.run(["ip", "netns", "del", tag], capture_output=True, timeout=10)
+    with veth_namespace("sfurs", HOST_ADDRESS, NS_ADDRESS) as names:
+        yield names
 
 
 class Traveller:
