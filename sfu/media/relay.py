@@ -25,7 +25,7 @@ class TrackRelay:
     """Forwarding state of one published track (one SSRC of media; RTX is not forwarded 1:1)."""
 
     __slots__ = (
-        "kind", "mime_by_pt", "downtracks", "media_ssrc", "_request_pli", "_last_pli_s",
+        "kind", "mime_by_pt", "downtracks", "media_ssrc", "_request_pli", "_last_pli_s", "_pli_pending",
         "packets_in", "bytes_in", "closed", "muted", "ext_ids", "rid", "width", "height",
         "bitrate_bps", "rate_bytes", "last_packet_s",
     )
@@ -35,6 +35,7 @@ class TrackRelay:
         self.mime_by_pt: dict[int, str] = {}  # media payload types only; RTX/unknown are dropped
         self.downtracks: list[DownTrack] = []
         self.media_ssrc: int | None = None
+        self._pli_pending = False  # a keyframe was asked for before the publisher's SSRC was known
         self._request_pli = request_pli
         self._last_pli_s = 0.0
         self.packets_in = 0
@@ -79,6 +80,9 @@ class TrackRelay:
         self.packets_in += 1
         self.bytes_in += size
         sequence_number, timestamp, self.media_ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+        if self._pli_pending:  # one bool per incoming packet, not per subscriber
+            self._pli_pending = False
+            self.request_keyframe()
         if self.muted:
             return
         if mime == "video/vp8" and size > header_bytes and data[header_bytes] & 0x10:
@@ -102,7 +106,10 @@ class TrackRelay:
 
     def request_keyframe(self) -> bool:
         """Ask the publisher for a keyframe (RFC 4585 §6.3.1 PLI), at most once per interval."""
-        if self.kind != "video" or self.media_ssrc is None or self.closed or self.muted:
+        if self.kind != "video" or self.closed or self.muted:
+            return False
+        if self.media_ssrc is None:  # nothing received yet: ask as soon as the first packet names it
+            self._pli_pending = True
             return False
         now = time.monotonic()
         if now - self._last_pli_s < KEYFRAME_REQUEST_INTERVAL_S:
