@@ -35,7 +35,7 @@ class OutStream:
     switch continues one stream on the subscriber's side."""
 
     __slots__ = ("ssrc", "rtx_ssrc", "writer", "on_sent", "sequencer", "cache", "rtx_sequence_number",
-                 "last_sent_s", "unreported_packets", "unreported_bytes")
+                 "last_sent_s", "unreported_packets", "unreported_bytes", "delivery_mark")
 
     def __init__(self, ssrc: int, rtx_ssrc: int | None, writer: Writer,
                  on_sent: Callable[[int, int, int], None] | None = None) -> None:
@@ -51,6 +51,8 @@ class OutStream:
         self.last_sent_s = 0.0
         self.unreported_packets = 0  # sent but not passed to on_sent yet
         self.unreported_bytes = 0
+        # (our last sequence number, the receiver's highest) at its previous report: sfu.bwe.estimator.undelivered
+        self.delivery_mark: tuple[int, int, int] | None = None
 
 
 class DownTrack:

@@ -35,6 +35,8 @@ MIN_MEASURABLE_BPS = 30_000  # below this, receive rate says nothing about conge
 PROBE_CHECK_S = 5.0  # after a probe: congestion within this time means the link cannot carry it
 PUBLISHER_REMB_BPS = 3_000_000  # what we tell publishers they may send (all layers of one track)
 PUBLISHER_REMB_EVERY_S = 1.0
+BUDGET_ROUNDING_BPS = 1_000  # see budget_bps
+SUSTAINED_LOSS_S = 2.0  # loss in every receiver report for this long: the link cannot carry even this
 PROBE_BACKOFF_S = (4.0, 10.0)  # wait before the next probe: doubles per failure, resets on success
 
 
@@ -59,6 +61,7 @@ class SubscriberBandwidth:
     _probe_backoff_s: float = PROBE_BACKOFF_S[0]
     _next_probe_s: float = 0.0
     _probe: tuple[float, float] | None = None  # (time, bitrate needed) of the running probe
+    _remb_congested: bool = False  # the last check's result (congestion lasts while the REMB stays low)
     decided: dict[str, tuple[int | None, str]] = field(default_factory=dict)
 
     def measure(self, now_s: float, downtracks: list[DownTrack]) -> None:
@@ -75,29 +78,39 @@ class SubscriberBandwidth:
 
     @property
     def remb_congested(self) -> bool:
-        """A receiver-side estimate (REMB) follows what arrives: while the link keeps up it rises
-        (slowly: ~8 %/s, so it lags behind an up-switch and that lag means nothing); when queues
-        grow the receiver's delay detector cuts it to ~0.85x of what gets through. So congestion
-        is an estimate held well below what we send for a while, or loss reports say packets
-        are lost. Noise (one cut on a busy host) does not pause anyone."""
-        if self.estimate.loss_fraction > 0.1:
-            return True
+        return self._remb_congested
+
+    def check_congestion(self) -> None:
+        """Once per tick, after `allocated_bps` is known. A receiver-side estimate (REMB) follows
+        what arrives: while the link keeps up it rises (slowly: ~8 %/s, so it lags behind an
+        up-switch and that lag means nothing); when queues grow the receiver's delay detector cuts
+        it to ~0.85x of what gets through. So REMB congestion is a cut followed by an estimate
+        held well below what we send, and it lasts as long as the estimate stays there without
+        rising (behind a hard cap it settles flat). Noise (one cut on a busy host) is not
+        congestion. (Loss reports are the other signal: `congested`, `budget_bps`.)"""
         # the measured rate lags a down-switch by seconds; the allocation does not
         rate = min(self.receive_rate_bps, self.allocated_bps) if self.allocated_bps else self.receive_rate_bps
         if rate <= MIN_MEASURABLE_BPS:
-            return False
-        return self.estimate.held_below(CONGESTION_RATIO * rate, CONGESTION_WINDOW_S, time.monotonic())
+            self._remb_congested = False
+            return
+        self._remb_congested = self.estimate.held_below(CONGESTION_RATIO * rate, CONGESTION_WINDOW_S,
+                                                        time.monotonic(), already=self._remb_congested)
 
-    def budget_bps(self, allocated_bps: float, floor_bps: float, headroom: float) -> float:
-        """What the allocator may plan with: the estimate when the REMB shows congestion; with
-        only loss reports, at least every track's lowest layer (loss alone moves tracks down, never
-        pauses them: loss right after a failed probe says nothing about the lowest layer); else
-        at least what is allocated now (an uncongested estimate only says 'at least what arrives')."""
-        if self.remb_congested:
+    def budget_bps(self, allocated_bps: float, floor_bps: float, headroom: float, now_s: float) -> float:
+        """What the allocator may plan with: the estimate when loss has lasted (the link cannot
+        carry even what it gets now: this alone can pause video); with a congested REMB or a
+        lossy report, at least every track's lowest layer (tracks move down, but a receiver's
+        estimate right after an overload is pessimistic, ~0.3-0.5x of a link that carries the
+        lowest layer, and loss right after a failed probe says nothing about the lowest layer);
+        else at least what is allocated now (an uncongested estimate only says 'at least what
+        arrives')."""
+        if self.estimate.lossy_for(SUSTAINED_LOSS_S, now_s):
             return self.estimate.estimate_bps
-        if self.estimate.loss_fraction > HIGH_LOSS:
+        if self.congested:
             return max(self.estimate.estimate_bps, floor_bps / headroom)
-        return max(self.estimate.estimate_bps, allocated_bps / headroom)
+        # (+ a margin: the allocator subtracts the same measured bitrates again, and float rounding
+        # made the current layers "not fit" by a fraction of a bit now and then: a spurious down-switch)
+        return max(self.estimate.estimate_bps, allocated_bps / headroom + BUDGET_ROUNDING_BPS)
 
     def probe_allowed(self, now_s: float) -> bool:
         """Probe (step up beyond the estimate) only on an uncongested link, after the backoff."""
@@ -171,11 +184,12 @@ def allocate(participant: Participant, now_s: float) -> list[dict[str, Any]]:
         by_key[track.id] = (downtrack, track)
     allocated = sum(d.layers[d.current].bitrate_bps for d in demands if d.current is not None) + fixed_bps
     bandwidth.allocated_bps = allocated
+    bandwidth.check_congestion()
     if demands:
         metrics.observe_bandwidth_estimate(bandwidth.estimate.estimate_bps)
     probe = bandwidth.probe_allowed(now_s)
     floor = fixed_bps + sum(d.layers[0].bitrate_bps for d in demands)
-    budget = bandwidth.budget_bps(allocated, floor, bandwidth.allocator.headroom)
+    budget = bandwidth.budget_bps(allocated, floor, bandwidth.allocator.headroom, now_s)
     decisions = bandwidth.allocator.allocate(now_s, budget, fixed_bps, demands, probe)
     events = []
     for key, decision in decisions.items():

@@ -32,7 +32,7 @@ from aiortc.rtp import (
 )
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.bwe.estimator import SubscriberEstimate
+from sfu.bwe.estimator import SubscriberEstimate, undelivered
 from sfu.media.counters import COUNTERS
 from sfu.media.downtrack import DownTrack, OutStream
 from sfu.media.relay import TrackRelay
@@ -366,7 +366,10 @@ class PeerSession:
         elif name in ("RtcpRrPacket", "RtcpSrPacket"):
             for report in packet.reports:
                 if report.ssrc == slot.out.ssrc:
-                    self.estimate.on_loss(report.fraction_lost / 256)
+                    out = slot.out
+                    lost, out.delivery_mark = undelivered(out.delivery_mark, out.sequencer.last_sequence_number,
+                                                          report.highest_sequence, report.packets_lost)
+                    self.estimate.on_loss(max(report.fraction_lost / 256, lost), report.ssrc)
 
     async def send_publisher_estimate(self, bitrate_bps: int) -> None:
         """REMB (draft-alvestrand-rmcat-remb) to this participant for all the SSRCs it publishes:

@@ -9,7 +9,6 @@ simulcast publisher. The capped one follows its link down, pauses video below th
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -139,10 +138,6 @@ async def test_capped_subscriber_drops_to_the_lowest_layer_within_5_s_without_a_
         await _teardown(server, publisher_client, uncapped, capped)
 
 
-@pytest.mark.skipif(os.environ.get("SFU_BANDWIDTH_FULL") != "1",
-                    reason="not reliable yet on a loaded 2-core host (uncapped stays on top, lift/pause/resume; see "
-                           "docs/allocation.md); "
-                           "run with SFU_BANDWIDTH_FULL=1")
 async def test_uncapped_stays_on_top_and_capped_pauses_below_the_lowest_layer_and_recovers(
         link: Link, tmp_path: Path) -> None:
     server, publisher_client, uncapped, capped, track_id = await _setup(link, tmp_path)
@@ -153,17 +148,33 @@ async def test_uncapped_stays_on_top_and_capped_pauses_below_the_lowest_layer_an
         await wait_until(lambda: False, 5)
         uncapped_history = [(m["layer"], m["reason"], m["estimate_bps"]) for m in uncapped.client.messages
                             if m["type"] == "quality_changed"]
-        assert _size(uncapped, track_id) == (640, 360), \
+        assert _size(uncapped, track_id) == (640, 360) and {layer for layer, _, _ in uncapped_history} == {"f"}, \
             f"the uncapped subscriber left the top layer: {uncapped_history}"
+        lifted_at = time.time()
         link.lift()
         assert await wait_until(lambda: capped.layer() in ("h", "f"), 20), capped.last["quality"]
-        link.cap(80)
+        up_at, up_layer = time.time(), capped.layer()
+        assert await wait_until(lambda: capped.last["size"] in ([320, 180], [640, 360]), 5), capped.last
+        await wait_until(lambda: False, 2)
+        up_stalls = capped.stalls(up_at, time.time())
+        # audio (aiortc's Opus: 96 kb/s, ~115 kb/s on the wire) fits in 150 kb/s; the lowest video layer
+        # (100 kb/s) on top of it does not: the video must pause while the audio goes on
+        capped_at = time.time()
+        link.cap(150)
         assert await wait_until(lambda: capped.layer() is None, 15), capped.last["quality"]
+        paused_at = time.time()
         audio = capped.last["audio_frames"]
         assert await wait_until(lambda: capped.last["audio_frames"] > audio + 100, 8), "audio stopped while paused"
+        relifted_at = time.time()
         link.lift()
         assert await wait_until(lambda: capped.layer() not in (None, "-"), 25), capped.last["quality"]
+        resumed_at = time.time()
         frames = capped.last["video_frames"]
         assert await wait_until(lambda: capped.last["video_frames"] > frames + 20, 10), "video did not resume"
+        print(f"cap lifted -> up to {up_layer} in {up_at - lifted_at:.1f} s (stalls > 0.5 s over the up-switch: "
+              f"{up_stalls}); 150 kb/s cap -> paused in {paused_at - capped_at:.1f} s; lifted -> resumed in "
+              f"{resumed_at - relifted_at:.1f} s; capped subscriber's layers: {capped.last['quality']}",
+              file=sys.stderr)
+        assert not up_stalls, "decoded video froze over the up-switch"
     finally:
         await _teardown(server, publisher_client, uncapped, capped)

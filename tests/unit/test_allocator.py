@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from sfu.bwe.allocator import Demand, Layer, LayerAllocator
-from sfu.bwe.estimator import SubscriberEstimate
+from sfu.bwe.estimator import SubscriberEstimate, undelivered
+from sfu.room.allocation import SubscriberBandwidth
 
 LAYERS = [Layer(150_000, 320, 180), Layer(500_000, 640, 360), Layer(1_500_000, 1280, 720)]
 
@@ -177,3 +178,74 @@ def test_pause_needs_the_lowest_layer_to_be_unaffordable_for_the_whole_hold() ->
     assert allocator.allocate(2, 1_000_000, 0, [demand(current=0)])["cam"].layer == 0  # it fits again
     assert allocator.allocate(3.5, 100_000, 0, [demand(current=0)])["cam"].layer == 0  # starved anew
     assert allocator.allocate(6.6, 100_000, 0, [demand(current=0)])["cam"].layer is None
+
+
+def test_congestion_lasts_while_the_estimate_stays_flat_below_what_is_sent() -> None:
+    """Behind a hard cap the receiver cuts once, then reports a flat estimate: still congested."""
+    estimate = SubscriberEstimate()
+    flat = [(float(t), 30_000) for t in range(0, 10)]
+    _history(estimate, [(-1.0, 300_000)] + flat, decrease_at=0)
+    assert not estimate.held_below(60_000, 3.0, now_s=9), "the cut is 9 s old: not found congested afresh"
+    assert estimate.held_below(60_000, 3.0, now_s=9, already=True), "but congestion found earlier lasts"
+    _history(estimate, flat + [(10.0, 45_000), (11.0, 60_000), (12.0, 80_000)], decrease_at=0)
+    assert not estimate.held_below(60_000, 3.0, now_s=12, already=True), "a rising estimate ends it"
+
+
+def test_loss_is_sustained_only_when_every_report_of_one_stream_is_lossy_for_the_window() -> None:
+    estimate = SubscriberEstimate()
+    estimate.on_loss(0.3, ssrc=1, now_s=100.0)
+    estimate.on_loss(0.0, ssrc=2, now_s=100.2)  # a paused video expects nothing: no loss
+    estimate.on_loss(0.4, ssrc=1, now_s=101.0)
+    assert not estimate.lossy_for(2.0, now_s=101.0)
+    estimate.on_loss(0.35, ssrc=1, now_s=102.1)
+    assert estimate.lossy_for(2.0, now_s=102.1), "stream 1 lossy in every report since 100.0"
+    estimate.on_loss(0.02, ssrc=1, now_s=103.0)
+    assert not estimate.lossy_for(2.0, now_s=103.0), "one clean report ends it"
+
+
+def test_a_stream_that_stopped_reporting_is_not_lossy_forever() -> None:
+    estimate = SubscriberEstimate()
+    estimate.on_loss(0.5, ssrc=7, now_s=10.0)
+    estimate.on_loss(0.5, ssrc=7, now_s=12.5)
+    assert estimate.lossy_for(2.0, now_s=12.5)
+    assert not estimate.lossy_for(2.0, now_s=20.0), "its last report is stale"
+
+
+def test_only_lasting_loss_lets_the_budget_fall_below_the_lowest_layers() -> None:
+    bandwidth = SubscriberBandwidth()
+    bandwidth.estimate.estimate_bps = 90_000
+    bandwidth.estimate.on_loss(0.3, ssrc=1, now_s=50.0)
+    floor = 200_000
+    assert bandwidth.budget_bps(200_000, floor, 0.9, now_s=50.5) >= floor / 0.9, "fresh loss: lowest layers kept"
+    bandwidth.estimate.on_loss(0.3, ssrc=1, now_s=51.0)
+    bandwidth.estimate.on_loss(0.3, ssrc=1, now_s=52.1)
+    budget = bandwidth.budget_bps(200_000, floor, 0.9, now_s=52.1)
+    assert budget == bandwidth.estimate.estimate_bps < floor, "lasting loss: the (cut) estimate rules"
+
+
+def test_packets_that_never_reached_the_receiver_count_as_lost() -> None:
+    lost, mark = undelivered(None, sent_seq=100, highest_seq=90, cumulative_lost=0)
+    assert lost == 0.0, "the first report only sets the mark"
+    lost, mark = undelivered(mark, sent_seq=150, highest_seq=92, cumulative_lost=0)  # 50 sent, 2 arrived
+    assert lost == 0.96
+    # a late packet moved its highest sequence number 46 on, but it counted 40 of those lost
+    lost, mark = undelivered(mark, sent_seq=200, highest_seq=138, cumulative_lost=40)
+    assert lost == 0.88
+    lost, mark = undelivered(mark, sent_seq=250, highest_seq=181, cumulative_lost=40)  # 43 arrived, 7 queued
+    assert lost == 0.0, "a small shortfall is left to the receiver's own loss count"
+    lost, _ = undelivered((65530, 65520, 0), sent_seq=44, highest_seq=65525, cumulative_lost=0)  # across the wrap
+    assert lost == 0.9
+    assert undelivered(mark, sent_seq=255, highest_seq=181, cumulative_lost=40)[0] == 0.0, "too few sent to tell"
+
+
+def test_an_uncongested_subscriber_keeps_its_layers_whatever_the_rounding() -> None:
+    """The budget 'at least what is allocated' must let the allocator keep exactly that."""
+    bandwidth = SubscriberBandwidth()
+    bandwidth.estimate.estimate_bps = 100_000  # a receiver's estimate still ramping up
+    for top in (593_142.1, 612_345.67, 700_000.3, 455_361.9):
+        audio = 96_123.7
+        layers = [Layer(100_000.3), Layer(301_234.9), Layer(top)]
+        allocated = top + audio
+        budget = bandwidth.budget_bps(allocated, audio + 100_000.3, 0.9, now_s=1.0)
+        decision = LayerAllocator().allocate(0, budget, audio, [Demand("cam", layers, current=2)])["cam"]
+        assert decision.layer == 2, (top, decision)
