@@ -35,14 +35,14 @@ LOOP_LAG_LIMIT_MS = 50.0  # ...and the load generator can no longer keep time
 MAX_STEPS = 12
 
 
-def _target(name: str, args: argparse.Namespace) -> Any:
+def _target(name: str, args: argparse.Namespace, participants: int) -> Any:
     if name == "janus":
         from sfu.loadtest.janus_client import JanusTarget
 
         return JanusTarget()
     from sfu.loadtest.sfu_target import SfuTarget
 
-    return SfuTarget(args.url, workers=args.workers)
+    return SfuTarget(args.url, workers=args.workers, participants_per_room=participants)
 
 
 def stop_reason(figures: dict[str, Any], subscribers: int) -> str | None:
@@ -77,7 +77,8 @@ async def run_steps(args: argparse.Namespace) -> dict[str, Any]:
             spec = LoadSpec(subscribers=subscribers, duration_s=args.duration, warmup_s=args.warmup)
             print(f"{name}: 1 publisher x {subscribers} subscribers", flush=True)
             try:
-                figures = await LoadRun(_target(name, args), spec, clip, _progress).run()
+                target = _target(name, args, spec.publishers + spec.subscribers)
+                figures = await LoadRun(target, spec, clip, _progress).run()
             except Exception as exc:  # a failed step ends that target's series, not the benchmark
                 stopped[name] = f"{subscribers} subscribers: {exc!r}"
                 active.remove(name)

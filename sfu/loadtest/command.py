@@ -119,7 +119,8 @@ async def _run_all(args: argparse.Namespace, console: Console) -> dict[str, Any]
             else:
                 from .sfu_target import SfuTarget
 
-                target = SfuTarget(args.url, workers=args.workers)
+                target = SfuTarget(args.url, workers=args.workers,
+                                   participants_per_room=spec.publishers + spec.subscribers)
             results[name] = await LoadRun(target, spec, clip, on_progress).run()
     return results
 

@@ -128,9 +128,12 @@ class SfuTarget:
     name = "sfu"
     client_address = LOOPBACK
 
-    def __init__(self, url: str | None = None, workers: int = 1) -> None:
+    def __init__(self, url: str | None = None, workers: int = 1, participants_per_room: int = 0) -> None:
         self._given_url = url.rstrip("/") if url else None
-        self.server = None if url else ServerProcess(workers=workers)
+        # the server we start admits the whole room (the default limit, 50, once stopped scale.py at
+        # 80 subscribers with room_full); a server given by --url keeps its own limits
+        extra = ["--max-participants", str(participants_per_room)] if participants_per_room > 50 else []
+        self.server = None if url else ServerProcess(workers=workers, extra_args=extra)
         self.server_pid: int | None = None
         self._track_owner: dict[str, PublisherHandle] = {}
 
