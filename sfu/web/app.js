@@ -4,6 +4,9 @@
  * one tile per remote participant, the active speaker's highlighted. Buttons mute the microphone
  * and the camera and share the screen; the chat goes over the reliable data channel. Each remote
  * video asks the server for its displayed size (`setQuality`), so small tiles get small layers.
+ * After a network cut the client resumes by itself: the badge says "reconnecting…" until the new
+ * peer connection is up, the tiles stay (each <video> plays the client's per-track MediaStream,
+ * whose track the client swaps), and a failed resume offers to join again.
  * `window.sfuApp` and `window.sfuStats` are for tests.
  */
 import { SfuClient } from '/web/sfu-client.js';
@@ -18,6 +21,7 @@ const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.hos
 const grid = document.getElementById('grid');
 const statusLine = document.getElementById('status');
 const leaveButton = document.getElementById('leave');
+const rejoinButton = document.getElementById('rejoin');
 const localVideo = document.getElementById('local-video');
 const localTile = document.getElementById('local-tile');
 const connState = document.getElementById('conn-state');
@@ -42,7 +46,9 @@ let lastError = '';
 const chatMessages = [];
 const muted = { audio: false, video: false };
 
-const state = { room, name, phase: 'starting', tiles, activeSpeaker: null, connection: 'new' };
+const state = { room, name, phase: 'starting', tiles, activeSpeaker: null, connection: 'new', resuming: false };
+/** @type {{key: string, text: string, state: string, connectionState: string, at: number}[]} badge changes */
+const connectionLog = [];
 
 function setStatus(text, isError = false) {
   statusLine.textContent = text;
@@ -51,6 +57,11 @@ function setStatus(text, isError = false) {
 
 function refreshStatus() {
   if (state.phase !== 'joined') return;
+  if (client.state === 'reconnecting') {
+    const attempts = client.resuming ? client.resuming.attempts : 0;
+    setStatus(`connection lost, resuming as ${name}${attempts > 1 ? ` (attempt ${attempts})` : ''}…`, true);
+    return;
+  }
   const conn = client.pc ? client.pc.connectionState : 'new';
   setStatus(`joined as ${name} · ${client.participants.size} other participant(s) · connection ${conn}` +
     (lastError ? ` · last error: ${lastError}` : ''), Boolean(lastError));
@@ -98,7 +109,7 @@ const sizeObserver = new ResizeObserver((entries) => {
   }
 });
 
-function onTrack({ trackId, participantId, kind, source, track }) {
+function onTrack({ trackId, participantId, kind, source, stream }) {
   console.info(LOG, `showing ${kind} ${trackId} (${source}) of ${participantName(participantId)}`);
   const tile = tileFor(participantId);
   const media = document.createElement(kind === 'video' ? 'video' : 'audio');
@@ -110,8 +121,9 @@ function onTrack({ trackId, participantId, kind, source, track }) {
   } else {
     tile.el.append(media);
   }
-  // A fresh stream per element: a recycled m-line reuses the same MediaStreamTrack object.
-  media.srcObject = new MediaStream([track]);
+  // The client's stream of this track id (a recycled m-line reuses its MediaStreamTrack object, so
+  // not a stream per m-line); after a resume the client swaps the new track into it.
+  media.srcObject = stream;
   media.dataset.trackId = trackId;
   media.dataset.source = source || '';
   tile.media.set(trackId, media);
@@ -148,16 +160,26 @@ function onActiveSpeakers({ speakers }) {
   for (const [participantId, tile] of tiles) tile.el.classList.toggle('speaking', participantId === speaker);
 }
 
-/** Shows the connection's state: connecting, connected, reconnecting (ICE lost), closed. */
+/**
+ * Shows the connection's state: connecting, connected, reconnecting (the client resumes after a
+ * network cut, until its new peer connection is up; or ICE lost for a moment), closed.
+ */
 function showConnectionState({ state: clientState, connectionState }) {
   let text;
   let key;
+  if (clientState === 'reconnecting') state.resuming = true;
+  else if (clientState !== 'joined' || connectionState === 'connected') state.resuming = false;
   if (clientState === 'closed') [key, text] = ['closed', 'disconnected'];
+  else if (state.resuming) [key, text] = ['reconnecting', 'reconnecting…'];
   else if (clientState !== 'joined') [key, text] = ['connecting', 'connecting…'];
   else if (connectionState === 'connected') [key, text] = ['connected', 'connected'];
   else if (connectionState === 'disconnected') [key, text] = ['reconnecting', 'reconnecting…'];
   else if (connectionState === 'failed') [key, text] = ['failed', 'connection lost'];
   else [key, text] = ['connecting', 'connecting…'];
+  if (key !== state.connection) {
+    connectionLog.push({ key, text, state: clientState, connectionState, at: Date.now() });
+    if (connectionLog.length > 200) connectionLog.shift();
+  }
   state.connection = key;
   connState.dataset.state = key;
   connState.textContent = text;
@@ -263,6 +285,14 @@ function isVideo(media) {
 }
 
 client.addEventListener('track', (e) => onTrack(e.detail));
+client.addEventListener('trackresumed', (e) => {
+  // nothing to do: the <video> plays e.detail.stream, which now holds the new track
+  console.info(LOG, `${e.detail.kind} ${e.detail.trackId} of ${participantName(e.detail.participantId)} is back`);
+});
+client.addEventListener('resumed', (e) => {
+  console.info(LOG, `resumed after ${e.detail.resumedAt - e.detail.lostAt} ms`);
+  refreshStatus();
+});
 client.addEventListener('trackended', (e) => onTrackEnded(e.detail));
 client.addEventListener('trackunpublished', (e) => onTrackEnded(e.detail));
 client.addEventListener('participantleft', (e) => { removeTile(e.detail.participantId); refreshStatus(); });
@@ -273,8 +303,13 @@ client.addEventListener('state', (e) => {
     state.phase = 'closed';
     leaveButton.disabled = true;
     for (const el of [...Object.values(buttons), chatInput, chatSend]) el.disabled = true;
-    setStatus(e.detail.reason === 'left' ? 'left the room' : `disconnected (${e.detail.reason})`,
-      e.detail.reason !== 'left');
+    if (e.detail.resumeFailed) {
+      setStatus(`the connection was lost and could not be resumed (${e.detail.reason})`, true);
+    } else {
+      setStatus(e.detail.reason === 'left' ? 'left the room' : `disconnected (${e.detail.reason})`,
+        e.detail.reason !== 'left');
+    }
+    rejoinButton.hidden = e.detail.reason === 'left';
   } else {
     refreshStatus();
   }
@@ -312,6 +347,7 @@ async function start() {
   document.getElementById('room-label').textContent = `room ${room}`;
   document.getElementById('local-label').textContent = `${name} (you)`;
   leaveButton.addEventListener('click', leave);
+  rejoinButton.addEventListener('click', () => location.reload()); // a fresh client, camera and all
   try {
     setStatus('asking for camera and microphone…');
     localStream = await navigator.mediaDevices.getUserMedia({
@@ -368,6 +404,8 @@ window.sfuApp = {
           videoHeight: media.videoHeight,
           readyState: media.readyState,
           muted: media.classList.contains('muted'),
+          // frames this element presented: goes on rising across a resume (same element, same stream)
+          framesShown: media.getVideoPlaybackQuality ? media.getVideoPlaybackQuality().totalVideoFrames : null,
         });
       }
     }
@@ -384,6 +422,10 @@ window.sfuApp = {
   /** Participant ids of the tiles highlighted as speaking (the local one included). */
   speakingTiles: () => [...document.querySelectorAll('.tile.speaking')].map((el) => el.dataset.participantId),
   connectionState: () => ({ key: state.connection, text: connState.textContent }),
+  /** Every change of the connection badge, oldest first: `{key, text, state, connectionState, at}`. */
+  connectionLog: () => connectionLog.map((entry) => ({ ...entry })),
+  /** The status line's text. */
+  status: () => statusLine.textContent,
   shareScreen: toggleScreen,
   /** Our published tracks: `{trackId, kind, source, muted, layers}`. */
   localTracks: () => client.localTracks().map(({ track, ...rest }) => rest),

@@ -23,13 +23,29 @@
  *
  * Events (CustomEvent, data in `detail`): joined, participantjoined, participantleft,
  * trackpublished, trackunpublished, track, trackended, trackmuted, trackunmuted, qualitychanged,
- * layersneeded, activespeakers, data, screenshareended, draining, error, state.
+ * layersneeded, activespeakers, data, screenshareended, draining, error, state, resumed,
+ * trackresumed.
+ *
+ * Resume after a network cut (docs/protocol.md, "Resuming"; triggers and backoff in
+ * sfu-resume.js): `state` goes `joined` -> `reconnecting` -> `joined` (detail.reason 'resumed',
+ * then a `resumed` event), or -> `closed` with detail.resumeFailed when the server no longer holds
+ * us (`resume_failed`) or no attempt got through within `resumeTimeoutMs`: join afresh with a new
+ * SfuClient. Meanwhile the client keeps its publications (republished on the new peer connection
+ * under the same track ids, mute and dynacast layers kept), queues reliable data messages (lossy
+ * ones are dropped) and keeps every remote track the app was given: each comes back as a
+ * `trackresumed` event (same trackId, the new MediaStreamTrack in `track`, the dead one in
+ * `previousTrack`), and the MediaStream given in `track`/`trackresumed` (one per track id, made by
+ * this client) has its track swapped in place, so a <video> playing it continues by itself.
  */
 
 import { DataChannels } from '/web/sfu-data.js';
 import {
   captureScreen, negotiateNeededExtensions, sendEncodingsFor, setActiveLayers, sourceOf,
 } from '/web/sfu-media.js';
+import { RemoteTracks } from '/web/sfu-remote.js';
+import {
+  ATTEMPT_TIMEOUT_MS, FINAL_CLOSE_CODES, LossWatch, RESUME_TIMEOUT_MS, backoffDelayMs,
+} from '/web/sfu-resume.js';
 
 const LOG = '[sfu-client]';
 const PROTOCOL_VERSION = 1;
@@ -38,7 +54,9 @@ const PING_INTERVAL_MS = 20000;
 const SERVER_OFFER_WAIT_MS = 5000;
 /** Why the server closed the socket, by WebSocket close code (docs/protocol.md, Transport). */
 const CLOSE_REASONS = {
-  1000: 'closed', 1001: 'server shutting down', 4001: 'removed by an operator', 4002: 'room closed',
+  1000: 'closed', 1001: 'server shutting down', 1008: 'rate limited', 1011: 'server error',
+  1013: 'server restarting', 4001: 'removed by an operator', 4002: 'room closed',
+  4003: 'resumed on another connection',
 };
 
 /**
@@ -47,7 +65,8 @@ const CLOSE_REASONS = {
  * server's id for it (from our own `track_published`), `layers` the rids the server wants.
  * @typedef {{track: MediaStreamTrack, stream: MediaStream, source: string, name: string,
  *            simulcast: boolean, transceiver: RTCRtpTransceiver|null, published: boolean,
- *            trackId: string|null, muted: boolean, layers: string[]|null}} Publication
+ *            trackId: string|null, muted: boolean, muteUnsent?: boolean,
+ *            layers: string[]|null}} Publication
  * @typedef {{id: string, name: string}} Participant
  * @typedef {{id: string, participant_id: string, kind: 'audio'|'video', source: string,
  *            name: string, mid?: string}} TrackInfo
@@ -57,16 +76,24 @@ export class SfuClient extends EventTarget {
   /**
    * @param {string} url WebSocket URL of the server, e.g. `ws://127.0.0.1:8080/ws`.
    * @param {{room: string, name?: string, token?: string, iceServers?: RTCIceServer[],
-   *          data?: boolean}} options
+   *          data?: boolean, autoResume?: boolean, resumeTimeoutMs?: number}} options
    *   `iceServers` overrides the list the server sends in `joined` (which is the default);
-   *   `data: false` opens no data channels (then `sendData` throws).
+   *   `data: false` opens no data channels (then `sendData` throws); `autoResume: false` closes
+   *   on a network cut instead of resuming; `resumeTimeoutMs` bounds the attempts (30 s).
    */
-  constructor(url, { room, name, token, iceServers, data = true } = {}) {
+  constructor(url, { room, name, token, iceServers, data = true, autoResume = true,
+    resumeTimeoutMs = RESUME_TIMEOUT_MS } = {}) {
     super();
-    Object.assign(this, { url, room, name, token, iceServers });
+    Object.assign(this, { url, room, name, token, iceServers, autoResume, resumeTimeoutMs });
     this._wantData = data;
-    /** @type {'new'|'connecting'|'joined'|'closed'} */
+    /** @type {'new'|'connecting'|'joined'|'reconnecting'|'closed'} */
     this.state = 'new';
+    /** @type {string|null} the `resume_token` of our `joined` */
+    this.resumeToken = null;
+    /** How often this client resumed, and its last resume: `{lostAt, resumedAt, attempts, reason}`
+     * (times from Date.now()). */
+    this.resumes = 0;
+    this.lastResume = null;
     /** @type {RTCPeerConnection|null} */
     this.pc = null;
     /** @type {Participant|null} this client's own participant, once joined */
@@ -85,7 +112,7 @@ export class SfuClient extends EventTarget {
     this._ws = null;
     this._queue = Promise.resolve(); // serializes message handling and SDP work
     this._serverMids = new Map(); // mid -> track id, from the server's latest offer
-    this._shownByMid = new Map(); // mid -> track id announced with a `track` event
+    this._remote = new RemoteTracks(); // the remote tracks announced with `track`
     /** @type {Publication[]} our tracks, in the order they were published */
     this._publications = [];
     this._pendingPublishes = []; // {publications, resolve, reject} waiting for an answer
@@ -97,26 +124,44 @@ export class SfuClient extends EventTarget {
     this._joinWaiter = null;
     this._qualityAsked = new Map(); // track id -> the last set_quality sent (JSON), to send changes only
     this._layersWanted = new Map(); // track id -> layers_needed not yet applied (publication unknown)
+    this._offeredOnPc = false; // our first offer on the current peer connection went out
+    this._endStaleOnServerOffer = false; // after a resume: the server's first offer says what is back
+    this._draining = false; // the server said `draining`: its close is final
+    this._resuming = null; // {lostAt, reason, attempts} while reconnecting
+    this._lossWatch = new LossWatch((reason) => this._connectionLost(reason));
+  }
+
+  /** While reconnecting: `{lostAt, reason, attempts}` (lostAt from Date.now()), else null. */
+  get resuming() {
+    return this.state === 'reconnecting' ? { ...this._resuming } : null;
   }
 
   /** Connects, sends `join`, and resolves with the `joined` message (rejects on error). */
   async join() {
     if (this.state !== 'new') throw new Error(`join() in state ${this.state}`);
     this._setState('connecting');
-    const ws = new WebSocket(this.url);
-    this._ws = ws;
     const joined = new Promise((resolve, reject) => { this._joinWaiter = { resolve, reject }; });
-    ws.onmessage = (e) => this._enqueue(() => this._onMessage(e.data));
-    ws.onclose = (e) => this._onSocketClosed(e);
-    ws.onerror = () => console.warn(LOG, 'websocket error');
-    await new Promise((resolve, reject) => {
-      ws.addEventListener('open', resolve, { once: true });
-      ws.addEventListener('close', () => reject(new Error('websocket closed before open')), { once: true });
-    });
+    await this._openSocket(0);
     // JSON.stringify leaves out the undefined fields.
     this._send({ type: 'join', room: this.room, name: this.name || undefined,
       token: this.token || undefined });
     return joined;
+  }
+
+  /** A new WebSocket, current from now on; resolves once open (rejects on close or timeout). Its
+   * events are handled only while it is the current one, so a dropped socket cannot interfere. */
+  _openSocket(timeoutMs) {
+    const ws = new WebSocket(this.url);
+    this._ws = ws;
+    ws.onmessage = (e) => this._enqueue(() => (ws === this._ws ? this._onMessage(e.data) : undefined));
+    ws.onclose = (e) => { if (ws === this._ws) this._onSocketClosed(e); };
+    ws.onerror = () => console.warn(LOG, 'websocket error');
+    return new Promise((resolve, reject) => {
+      const timer = timeoutMs > 0 ? setTimeout(() => reject(new Error('websocket open timed out')), timeoutMs) : null;
+      ws.addEventListener('open', () => { clearTimeout(timer); resolve(ws); }, { once: true });
+      ws.addEventListener('close', () => { clearTimeout(timer); reject(new Error('websocket closed before open')); },
+        { once: true });
+    });
   }
 
   /**
@@ -129,11 +174,12 @@ export class SfuClient extends EventTarget {
    *          name?: string}} [options]
    */
   async publish(stream, { source = 'camera', simulcast = true, name = '' } = {}) {
-    if (this.state !== 'joined') throw new Error(`publish() in state ${this.state}`);
+    if (this.state !== 'joined' && this.state !== 'reconnecting') throw new Error(`publish() in state ${this.state}`);
     const publications = stream.getTracks().map((track) => {
       const pub = { track, stream, source: sourceOf(track.kind, source), name, simulcast,
         transceiver: null, published: false, trackId: null, muted: false, layers: null };
-      pub.transceiver = this._addSender(pub);
+      // while reconnecting, the resumed peer connection gets its transceiver (_restoreSenders)
+      if (this.state === 'joined') pub.transceiver = this._addSender(pub);
       return pub;
     });
     this._publications.push(...publications);
@@ -232,7 +278,8 @@ export class SfuClient extends EventTarget {
     if (!pub) throw new Error(`mute(): ${trackOrId} is not one of our tracks`);
     pub.muted = Boolean(muted);
     pub.track.enabled = !pub.muted;
-    if (pub.trackId) this._send({ type: 'mute', track_id: pub.trackId, muted: pub.muted });
+    // unsent while reconnecting: sent when the track is republished (_onTrackPublished)
+    pub.muteUnsent = !(pub.trackId && this._send({ type: 'mute', track_id: pub.trackId, muted: pub.muted }));
   }
 
   /**
@@ -256,7 +303,7 @@ export class SfuClient extends EventTarget {
       max_height: int(maxHeight), layer: int(layer) };
     const key = JSON.stringify(msg);
     if (this._qualityAsked.get(trackId) === key) return;
-    this._qualityAsked.set(trackId, key);
+    this._qualityAsked.set(trackId, key); // sent again after a resume (_onResumed)
     this._send(msg);
   }
 
@@ -312,6 +359,7 @@ export class SfuClient extends EventTarget {
         return this._emit('activespeakers', { speakers: this.activeSpeakers });
       case 'draining':
         console.warn(LOG, `server draining: connections close in ${msg.deadline_s} s`);
+        this._draining = true; // its close is final: no resume
         return this._emit('draining', { deadlineS: msg.deadline_s });
       case 'offer': return this._onServerOffer(msg);
       case 'answer': return this._onServerAnswer(msg);
@@ -323,10 +371,12 @@ export class SfuClient extends EventTarget {
   }
 
   _onJoined(msg) {
+    if (msg.resumed) return this._onResumed(msg);
     this.participant = msg.participant;
+    this.resumeToken = msg.resume_token || null;
     for (const p of msg.participants || []) this.participants.set(p.id, p);
     for (const t of msg.tracks || []) this.tracks.set(t.id, t);
-    this._createPeerConnection(this.iceServers ?? msg.ice_servers ?? []);
+    this._startPeerConnection(msg);
     if (this._wantData) {
       // Before our first offer, so that it carries the m=application section. Offered on the next
       // turn: a publish() right after join() then goes in the same offer.
@@ -335,6 +385,22 @@ export class SfuClient extends EventTarget {
       this._offerWanted = true;
       setTimeout(() => this._enqueue(() => this._maybeOffer()), 0);
     }
+    if (this.autoResume) this._lossWatch.start();
+    console.info(LOG, `joined room ${msg.room} as ${msg.participant.id}`,
+      `(${this.participants.size} others, ${this.tracks.size} tracks)`);
+    this._setState('joined');
+    this._emit('joined', msg);
+    if (this._joinWaiter) this._joinWaiter.resolve(msg);
+    this._joinWaiter = null;
+    return undefined;
+  }
+
+  /** A fresh peer connection (at join, and at each resume) and what goes with it. */
+  _startPeerConnection(msg) {
+    this._createPeerConnection(this.iceServers ?? msg.ice_servers ?? []);
+    this._lossWatch.watch(this.pc);
+    this._offeredOnPc = false;
+    clearInterval(this._pingTimer);
     this._pingTimer = setInterval(() => this._send({ type: 'ping' }), PING_INTERVAL_MS);
     if (this.tracks.size > 0) {
       // The server will offer us the others' tracks right after answering our first offer. An offer
@@ -347,12 +413,6 @@ export class SfuClient extends EventTarget {
         this._enqueue(() => this._maybeOffer());
       }, SERVER_OFFER_WAIT_MS);
     }
-    console.info(LOG, `joined room ${msg.room} as ${msg.participant.id}`,
-      `(${this.participants.size} others, ${this.tracks.size} tracks)`);
-    this._setState('joined');
-    this._emit('joined', msg);
-    if (this._joinWaiter) this._joinWaiter.resolve(msg);
-    this._joinWaiter = null;
   }
 
   _onParticipantLeft(participantId) {
@@ -368,14 +428,18 @@ export class SfuClient extends EventTarget {
     this.tracks.set(track.id, track);
     const local = this.participant !== null && track.participant_id === this.participant.id;
     const pub = local && this._publications.find((p) => p.transceiver && p.transceiver.mid === track.mid);
+    const republished = Boolean(pub) && pub.trackId === track.id; // after a resume: the same id
     if (pub) {
       pub.trackId = track.id;
-      if (pub.muted) this._send({ type: 'mute', track_id: track.id, muted: true }); // muted early
-      const layers = this._layersWanted.get(track.id);
+      if (pub.muted || pub.muteUnsent) { // muted early, or (un)muted while reconnecting
+        pub.muteUnsent = !this._send({ type: 'mute', track_id: track.id, muted: pub.muted });
+      }
+      let layers = this._layersWanted.get(track.id);
       this._layersWanted.delete(track.id);
+      if (!layers && republished) layers = pub.layers; // the server only tells changes: apply the last
       if (layers) this._onLayersNeeded(track.id, layers);
     }
-    this._emit('trackpublished', { track, local });
+    this._emit('trackpublished', { track, local, republished });
   }
 
   _onQualityChanged(msg) {
@@ -406,8 +470,12 @@ export class SfuClient extends EventTarget {
   _onTrackUnpublished(trackId, participantId) {
     const info = this.tracks.get(trackId);
     if (!info) return; // already gone (participant_left after its track_unpublished)
-    for (const [mid, shown] of [...this._shownByMid]) {
+    for (const [mid, shown] of [...this._remote.byMid]) {
       if (shown === trackId) this._endTrack(mid);
+    }
+    if (this._remote.isStale(trackId)) { // gone while we were away
+      this._remote.dropStaleOne(trackId);
+      this._emitTrackEnded(trackId, null);
     }
     this.tracks.delete(trackId);
     this.quality.delete(trackId);
@@ -432,9 +500,16 @@ export class SfuClient extends EventTarget {
     try {
       await pc.setRemoteDescription({ type: 'offer', sdp: msg.sdp });
       await pc.setLocalDescription();
+      if (pc !== this.pc) return; // dropped meanwhile (connection lost)
       this._send({ type: 'answer', sdp: pc.localDescription.sdp });
       this._reconcileMids();
+      if (this._endStaleOnServerOffer) {
+        // the first server offer after a resume carries every track we still receive
+        this._endStaleOnServerOffer = false;
+        for (const trackId of this._remote.dropStale()) this._emitTrackEnded(trackId, null);
+      }
     } catch (err) {
+      if (pc !== this.pc) return;
       this._fail('sdp_refused', 'cannot apply the server offer', err);
       if (pc.signalingState === 'have-remote-offer') await pc.setLocalDescription({ type: 'rollback' });
     }
@@ -451,6 +526,7 @@ export class SfuClient extends EventTarget {
     try {
       await pc.setRemoteDescription({ type: 'answer', sdp: msg.sdp });
     } catch (err) {
+      if (pc !== this.pc) return;
       this._fail('sdp_refused', 'cannot apply the server answer', err);
       return;
     }
@@ -463,8 +539,9 @@ export class SfuClient extends EventTarget {
 
   async _onError(msg) {
     const detail = { code: msg.code, message: msg.message, id: msg.id };
-    // A trickled candidate of a rolled-back offer may reach the server too late; harmless.
-    (msg.code === 'bad_candidate' ? console.warn : console.error)(LOG, 'server error', detail);
+    // A trickled candidate of a rolled-back offer may reach the server too late; harmless. A
+    // refused resume is an outcome (the client closes, saying so), not a fault.
+    (['bad_candidate', 'resume_failed'].includes(msg.code) ? console.warn : console.error)(LOG, 'server error', detail);
     if (this._joinWaiter) {
       this._joinWaiter.reject(Object.assign(new Error(msg.message), detail));
       this._joinWaiter = null;
@@ -500,13 +577,14 @@ export class SfuClient extends EventTarget {
   async _maybeOffer() {
     const pc = this.pc;
     if (!pc || this.state !== 'joined' || pc.signalingState !== 'stable') return;
-    if (this._serverOfferDue !== null && this._offerSeq > 0) return; // see _onJoined
+    if (this._serverOfferDue !== null && this._offeredOnPc) return; // see _startPeerConnection
     const unpublished = this._publications.filter((p) => !p.published && p.transceiver);
     if (!this._offerWanted && (unpublished.length === 0 || this._offerFailed)) return;
     this._offerWanted = false;
     try {
       await pc.setLocalDescription();
     } catch (err) {
+      if (pc !== this.pc) return;
       // Retried on the next change (publish, unpublish, server offer), not on every negotiationneeded.
       this._offerFailed = true;
       this._fail('offer_failed', 'cannot make our offer', err);
@@ -520,6 +598,7 @@ export class SfuClient extends EventTarget {
     }
     console.info(LOG, 'sending offer; new tracks', JSON.stringify(tracks));
     this._offerSeq += 1;
+    this._offeredOnPc = true;
     this._send({ type: 'offer', id: `offer-${this._offerSeq}`, sdp: pc.localDescription.sdp, tracks });
   }
 
@@ -582,44 +661,196 @@ export class SfuClient extends EventTarget {
     const mid = e.transceiver.mid;
     const trackId = this._serverMids.get(mid);
     console.info(LOG, `ontrack mid=${mid} kind=${e.track.kind} -> ${trackId || 'unknown track'}`);
-    if (trackId) this._showTrack(mid, trackId, e.transceiver, e.streams[0]);
+    if (trackId) this._showTrack(mid, trackId, e.transceiver);
   }
 
   /** After each server offer: announce mids that now carry a new track, end those that lost theirs. */
   _reconcileMids() {
-    for (const mid of [...this._shownByMid.keys()]) {
-      if (this._serverMids.get(mid) !== this._shownByMid.get(mid)) this._endTrack(mid);
+    for (const [mid, shown] of [...this._remote.byMid]) {
+      if (this._serverMids.get(mid) !== shown) this._endTrack(mid);
     }
     for (const [mid, trackId] of this._serverMids) {
-      if (this._shownByMid.get(mid) === trackId) continue;
+      if (this._remote.byMid.get(mid) === trackId) continue;
       const tr = this.pc.getTransceivers().find((t) => t.mid === mid);
-      if (tr) this._showTrack(mid, trackId, tr, undefined);
+      if (tr) this._showTrack(mid, trackId, tr);
     }
   }
 
-  _showTrack(mid, trackId, transceiver, stream) {
-    if (this._shownByMid.get(mid) === trackId) return;
-    if (this._shownByMid.has(mid)) this._endTrack(mid);
-    this._shownByMid.set(mid, trackId);
-    const info = this.tracks.get(trackId);
+  /** Announces the track a mid now carries: `track`, or `trackresumed` for one the app had before
+   * a resume (sfu-remote.js: its stream now holds the new MediaStreamTrack). */
+  _showTrack(mid, trackId, transceiver) {
+    if (this._remote.byMid.get(mid) === trackId) return;
+    if (this._remote.byMid.has(mid)) this._endTrack(mid);
     const track = transceiver.receiver.track;
-    this._emit('track', {
-      trackId,
-      participantId: info ? info.participant_id : undefined,
-      kind: info ? info.kind : track.kind,
-      source: info ? info.source : undefined,
-      track,
-      stream: stream || new MediaStream([track]),
-      mid,
-    });
+    const { stream, previousTrack } = this._remote.show(mid, trackId, track);
+    const info = this.tracks.get(trackId);
+    const detail = { trackId, participantId: info ? info.participant_id : undefined,
+      kind: info ? info.kind : track.kind, source: info ? info.source : undefined, track, stream, mid };
+    if (previousTrack) this._emit('trackresumed', { ...detail, previousTrack });
+    else this._emit('track', detail);
   }
 
   /** The m-line stays (Chromium only mutes its track); we just stop announcing it. */
   _endTrack(mid) {
-    const trackId = this._shownByMid.get(mid);
-    this._shownByMid.delete(mid);
+    this._emitTrackEnded(this._remote.endMid(mid), mid);
+  }
+
+  _emitTrackEnded(trackId, mid) {
     const info = this.tracks.get(trackId);
     this._emit('trackended', { trackId, participantId: info ? info.participant_id : undefined, mid });
+  }
+
+  // ---- resuming after a network cut (docs/protocol.md, "Resuming"; sfu-resume.js) -----------
+
+  /** The LossWatch, or a socket closed without a final code, says the connection is gone. */
+  _connectionLost(reason) {
+    if (this.state !== 'joined' || !this.autoResume) return; // without autoResume: as before, the
+    // app sees the peer connection's state and a closed socket closes the client
+    if (!this.resumeToken) { // a server without resume
+      this._close(`connection lost: ${reason}`);
+      return;
+    }
+    this._resume(reason).catch((err) => {
+      this._fail('client', 'resuming failed', err);
+      if (this.state === 'reconnecting') this._close(`resuming failed: ${err.message || err}`, true);
+    });
+  }
+
+  /** Attempts (backoff in sfu-resume.js) until `joined` with `resumed`, `resume_failed` or the deadline. */
+  async _resume(reason) {
+    const lostAt = Date.now();
+    const deadline = lostAt + this.resumeTimeoutMs;
+    console.warn(LOG, `connection lost (${reason}): resuming`);
+    this._dropConnection();
+    this._resuming = { lostAt, reason, attempts: 0 };
+    this._setState('reconnecting', reason);
+    while (this.state === 'reconnecting') {
+      if (Date.now() >= deadline) {
+        this._close(`could not resume within ${Math.round(this.resumeTimeoutMs / 1000)} s`, true);
+        return;
+      }
+      if (this._lossWatch.online) { // offline, an attempt would fail at once: wait for `online`
+        this._resuming.attempts += 1;
+        try {
+          await this._resumeOnce(Math.min(ATTEMPT_TIMEOUT_MS, deadline - Date.now()));
+          return; // _onResumed took over
+        } catch (err) {
+          if (this.state !== 'reconnecting') return;
+          if (err.code === 'resume_failed') {
+            this._close(`resume_failed: ${err.message}`, true);
+            return;
+          }
+          console.info(LOG, `resume attempt ${this._resuming.attempts} failed: ${err.message}`);
+          this._dropConnection(); // the socket, and whatever a half-done resume set up
+        }
+      }
+      const waitMs = backoffDelayMs(Math.max(1, this._resuming.attempts));
+      await this._lossWatch.waitBeforeRetry(Math.min(waitMs, Math.max(0, deadline - Date.now())));
+    }
+  }
+
+  /** One attempt: a socket, `join` with `resume`; resolves with `joined`, rejects otherwise. */
+  async _resumeOnce(timeoutMs) {
+    await this._openSocket(timeoutMs);
+    const joined = new Promise((resolve, reject) => { this._joinWaiter = { resolve, reject }; });
+    this._send({ type: 'join', room: this.room, resume: this.resumeToken });
+    let timer = null;
+    const late = new Promise((_, reject) => {
+      timer = setTimeout(() => reject(new Error('no answer to the resume')), ATTEMPT_TIMEOUT_MS);
+    });
+    try {
+      return await Promise.race([joined, late]);
+    } finally {
+      clearTimeout(timer);
+      this._joinWaiter = null;
+    }
+  }
+
+  /**
+   * Forgets the socket and the peer connection without `leave` (the server holds us), and keeps
+   * what the app was given: publications (their transceivers come back with the next peer
+   * connection), data channels (suspended), remote tracks (marked to come back).
+   */
+  _dropConnection() {
+    this._lossWatch.watch(null);
+    this._dropSocket();
+    clearInterval(this._pingTimer);
+    clearTimeout(this._serverOfferDue);
+    this._serverOfferDue = null;
+    // Chromium leaves the promises of a closed peer connection pending: a handler waiting on one
+    // would hold the queue for ever, so the next connection starts a queue of its own.
+    this._queue = Promise.resolve();
+    const pc = this.pc;
+    this.pc = null;
+    if (pc) {
+      Object.assign(pc, { onicecandidate: null, onnegotiationneeded: null, ontrack: null,
+        onconnectionstatechange: null });
+      pc.close();
+    }
+    if (this.data) this.data.suspend();
+    for (const pub of this._publications) {
+      pub.transceiver = null;
+      pub.published = false;
+    }
+    this._serverMids = new Map();
+    this._remote.suspend();
+    this._offerWanted = false;
+    this._offerFailed = false;
+  }
+
+  _dropSocket() {
+    const ws = this._ws;
+    this._ws = null;
+    if (!ws) return;
+    ws.onmessage = null;
+    ws.onclose = null;
+    if (ws.readyState === WebSocket.CONNECTING || ws.readyState === WebSocket.OPEN) ws.close();
+  }
+
+  /** `joined` with `resumed`: the same participant on a fresh peer connection; publish again at once. */
+  _onResumed(msg) {
+    if (this.state !== 'reconnecting') return undefined; // left meanwhile
+    this.resumeToken = msg.resume_token || this.resumeToken;
+    this._catchUpWithRoom(msg);
+    this._startPeerConnection(msg);
+    if (this.data) this.data.reopen(this.pc);
+    this._restoreSenders(); // each republished track takes over its old track id (same source)
+    this._endStaleOnServerOffer = this._remote.byId.size > 0;
+    for (const [trackId, key] of this._qualityAsked) {
+      if (this.tracks.has(trackId)) this._send(JSON.parse(key)); // sent while away, or not
+    }
+    this.resumes += 1;
+    this.lastResume = { ...this._resuming, resumedAt: Date.now() };
+    const { attempts, lostAt, resumedAt } = this.lastResume;
+    console.info(LOG, `resumed as ${this.participant.id} after ${resumedAt - lostAt} ms (${attempts} attempt(s))`);
+    this._setState('joined', 'resumed');
+    this._emit('resumed', { ...this.lastResume });
+    if (this._joinWaiter) this._joinWaiter.resolve(msg);
+    this._joinWaiter = null;
+    this._offerWanted = true;
+    return this._maybeOffer(); // at once: the server waits up to 1 s for this first offer
+  }
+
+  /** After a resume: tell the app what changed in the room while we were away. */
+  _catchUpWithRoom(msg) {
+    const own = this.participant.id;
+    const present = new Set((msg.participants || []).map((p) => p.id));
+    const published = new Map((msg.tracks || []).map((t) => [t.id, t]));
+    for (const [trackId, t] of [...this.tracks]) {
+      if (!published.has(trackId) && t.participant_id !== own) this._onTrackUnpublished(trackId, t.participant_id);
+    }
+    for (const participantId of [...this.participants.keys()]) {
+      if (!present.has(participantId)) this._onParticipantLeft(participantId);
+    }
+    for (const p of msg.participants || []) {
+      if (this.participants.has(p.id)) continue;
+      this.participants.set(p.id, p);
+      this._emit('participantjoined', { participant: p });
+    }
+    for (const t of published.values()) {
+      if (t.participant_id === own) this.tracks.set(t.id, t); // ours: track_published follows our offer
+      else if (!this.tracks.has(t.id)) this._onTrackPublished(t);
+    }
   }
 
   // ---- plumbing -----------------------------------------------------------------------------
@@ -636,33 +867,50 @@ export class SfuClient extends EventTarget {
     this._emit('error', { code, message: `${what}: ${message}` });
   }
 
+  /** Sends if the socket is open; returns whether it did. */
   _send(msg) {
-    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) return;
+    if (!this._ws || this._ws.readyState !== WebSocket.OPEN) return false;
     this._ws.send(JSON.stringify({ v: PROTOCOL_VERSION, ...msg }));
+    return true;
   }
 
   _onSocketClosed(e) {
     if (this.state === 'closed') return;
     const reason = CLOSE_REASONS[e.code] || `disconnected (code ${e.code})`;
+    if (this.state === 'reconnecting') { // an attempt's socket: the resume loop tries again
+      if (this._joinWaiter) this._joinWaiter.reject(new Error(`websocket closed: ${reason}`));
+      this._joinWaiter = null;
+      return;
+    }
+    if (this.state === 'joined' && this.autoResume && !this._draining && !FINAL_CLOSE_CODES.has(e.code)) {
+      this._connectionLost(`websocket closed: ${reason}`);
+      return;
+    }
     console.warn(LOG, `websocket closed: ${reason}`);
     if (this._joinWaiter) this._joinWaiter.reject(new Error(`websocket closed: ${reason}`));
     this._joinWaiter = null;
     this._close(reason);
   }
 
-  _close(reason) {
+  /** Ends this client for good; `resumeFailed`: after a network cut it could not resume (join afresh). */
+  _close(reason, resumeFailed = false) {
+    const wasReconnecting = this.state === 'reconnecting';
+    this._lossWatch.stop();
     clearInterval(this._pingTimer);
     clearTimeout(this._serverOfferDue);
     for (const p of this._pendingPublishes) p.reject(new Error(reason));
     this._pendingPublishes = [];
     if (this.pc) this.pc.close();
-    if (this._ws && this._ws.readyState === WebSocket.CONNECTING) this._ws.close();
-    this._setState('closed', reason);
+    if (this.data) this.data.close();
+    if (wasReconnecting) this._dropSocket();
+    else if (this._ws && this._ws.readyState === WebSocket.CONNECTING) this._ws.close();
+    if (resumeFailed) console.warn(LOG, `closed: ${reason}`);
+    this._setState('closed', reason, { resumeFailed });
   }
 
-  _setState(state, reason) {
+  _setState(state, reason, extra = {}) {
     this.state = state;
-    this._emit('state', { state, reason, connectionState: this.pc ? this.pc.connectionState : 'new' });
+    this._emit('state', { state, reason, connectionState: this.pc ? this.pc.connectionState : 'new', ...extra });
   }
 
   _emit(type, detail) {

@@ -27,12 +27,18 @@ export class DataChannels {
    */
   constructor(pc, onData) {
     this.onData = onData;
+    this._pending = { reliable: [], lossy: [] };
+    this._suspended = false;
+    this._open(pc);
+  }
+
+  /** The two channels on `pc`; messages queued meanwhile go out once each opens. */
+  _open(pc) {
     /** @type {{reliable: RTCDataChannel, lossy: RTCDataChannel}} */
     this.channels = {
       reliable: pc.createDataChannel(RELIABLE, { ordered: true }),
       lossy: pc.createDataChannel(LOSSY, { ordered: false, maxRetransmits: 0 }),
     };
-    this._pending = { reliable: [], lossy: [] };
     for (const [kind, channel] of Object.entries(this.channels)) {
       channel.binaryType = 'arraybuffer';
       channel.onopen = () => {
@@ -44,6 +50,22 @@ export class DataChannels {
     }
   }
 
+  /** The peer connection is gone and a resume will bring another: queue reliable messages until
+   * then (lossy ones are dropped: they would be late anyway). */
+  suspend() {
+    this._suspended = true;
+    this._pending.lossy = [];
+  }
+
+  /** After a resume: the channels again, on the new peer connection, before its first offer. */
+  reopen(pc) {
+    for (const channel of Object.values(this.channels)) {
+      Object.assign(channel, { onopen: null, onclose: null, onmessage: null });
+    }
+    this._suspended = false;
+    this._open(pc);
+  }
+
   /** True once the reliable channel is open. */
   get open() {
     return this.channels.reliable.readyState === 'open';
@@ -52,7 +74,9 @@ export class DataChannels {
   /**
    * Sends `data` to the others in the room (or only to the participant ids in `to`).
    * An ArrayBuffer or typed array goes as a binary message (to everyone: the envelope of binary
-   * messages has no recipients); anything else as JSON. While the channel opens, messages wait.
+   * messages has no recipients); anything else as JSON. While the channel opens, and while the
+   * client resumes after a network cut, messages wait (up to MAX_PENDING; lossy ones are dropped
+   * while resuming).
    * @param {any} data
    * @param {{reliable?: boolean, to?: string[]}} [options]
    */
@@ -66,9 +90,10 @@ export class DataChannels {
     } else {
       payload = JSON.stringify(to ? { data, to } : { data });
     }
-    if (channel.readyState === 'open') {
+    if (this._suspended && !reliable) return; // lossy while reconnecting: dropped
+    if (channel.readyState === 'open' && !this._suspended) {
       channel.send(payload);
-    } else if (channel.readyState === 'connecting' && this._pending[kind].length < MAX_PENDING) {
+    } else if ((this._suspended || channel.readyState === 'connecting') && this._pending[kind].length < MAX_PENDING) {
       this._pending[kind].push(payload);
     } else {
       throw new Error(`data channel ${channel.label} is ${channel.readyState}`);

@@ -65,14 +65,16 @@ HARNESS = """async ({wsUrl, room, name, token, quality, holdOffers}) => {
   window.h = h;
   for (const type of ['joined', 'participantjoined', 'participantleft', 'trackpublished',
       'trackunpublished', 'track', 'trackended', 'trackmuted', 'trackunmuted', 'qualitychanged',
-      'layersneeded', 'activespeakers', 'data', 'screenshareended', 'error', 'state']) {
+      'layersneeded', 'activespeakers', 'data', 'screenshareended', 'error', 'state', 'resumed',
+      'trackresumed']) {
     client.addEventListener(type, (e) => {
       const d = e.detail || {};
       h.events.push({ type, at: Date.now(), trackId: d.trackId, participantId: d.participantId,
         mid: d.mid, kind: d.kind, source: d.source, code: d.code, message: d.message, state: d.state,
         layer: d.layer, layers: d.layers, width: d.width, height: d.height, paused: d.paused,
         reason: d.reason, from: d.from, reliable: d.reliable,
-        data: d.binary ? Array.from(d.data) : d.data, speakers: d.speakers });
+        data: d.binary ? Array.from(d.data) : d.data, speakers: d.speakers,
+        resumeFailed: d.resumeFailed, attempts: d.attempts });
     });
   }
   client.addEventListener('track', ({ detail }) => {
@@ -84,6 +86,10 @@ HARNESS = """async ({wsUrl, room, name, token, quality, holdOffers}) => {
     document.body.append(v);
     h.videos.set(detail.trackId, { video: v, mid: detail.mid, participantId: detail.participantId,
       source: detail.source });
+  });
+  client.addEventListener('trackresumed', ({ detail }) => {  // after a resume: same id, new m-line
+    const entry = h.videos.get(detail.trackId);
+    if (entry) { entry.mid = detail.mid; entry.video.srcObject = detail.stream; }
   });
   client.addEventListener('trackended', ({ detail }) => {
     const entry = h.videos.get(detail.trackId);

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -10,11 +11,11 @@ from pathlib import Path
 import pytest
 
 WEB = Path(__file__).resolve().parents[2] / "sfu" / "web"
-MODULES = ["sfu-client.js", "sfu-data.js", "sfu-media.js", "app.js"]
+MODULES = ["sfu-client.js", "sfu-data.js", "sfu-media.js", "sfu-remote.js", "sfu-resume.js", "app.js"]
 CLIENT_EVENTS = ["joined", "participantjoined", "participantleft", "trackpublished",
                  "trackunpublished", "track", "trackended", "trackmuted", "trackunmuted",
                  "qualitychanged", "layersneeded", "activespeakers", "data", "screenshareended",
-                 "draining", "error", "state"]
+                 "draining", "error", "state", "resumed", "trackresumed"]
 CLIENT_METHODS = ["async join(", "async publish(", "async unpublish(", "leave(", "async publishScreen(",
                   "async stopScreen(", "async replaceTrack(", "mute(", "setQuality(", "sendData(",
                   "localTracks("]
@@ -34,7 +35,7 @@ def test_index_page_loads_the_served_assets() -> None:
 def test_modules_import_each_other_by_their_served_paths() -> None:
     assert "from '/web/sfu-client.js'" in (WEB / "app.js").read_text()
     client = (WEB / "sfu-client.js").read_text()
-    for helper in ("sfu-data.js", "sfu-media.js"):
+    for helper in ("sfu-data.js", "sfu-media.js", "sfu-remote.js", "sfu-resume.js"):
         assert f"from '/web/{helper}'" in client, f"sfu-client.js does not import /web/{helper}"
         assert (WEB / helper).is_file()
 
@@ -76,3 +77,19 @@ def test_javascript_module_parses(name: str, tmp_path: Path) -> None:
     copy.write_text((WEB / name).read_text())
     result = subprocess.run([node, "--check", str(copy)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
+
+
+def test_resume_backoff_doubles_from_half_a_second_to_five_with_jitter() -> None:
+    """sfu-resume.js: the waits between resume attempts, at the extremes of the jitter."""
+    node = shutil.which("node")
+    if node is None:
+        pytest.skip("node is not installed: cannot run JavaScript")
+    script = (f"import {{ backoffDelayMs }} from '{(WEB / 'sfu-resume.js').as_uri()}';\n"
+              "const waits = (r) => [1, 2, 3, 4, 5, 6, 9].map((n) => backoffDelayMs(n, () => r));\n"
+              "console.log(JSON.stringify([waits(0), waits(0.5), waits(1)]));")
+    result = subprocess.run([node, "--input-type=module", "-e", script], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    low, middle, high = json.loads(result.stdout)
+    assert middle == [500, 1000, 2000, 4000, 5000, 5000, 5000]
+    assert low == [350, 700, 1400, 2800, 3500, 3500, 3500]
+    assert high == [650, 1300, 2600, 5200, 6500, 6500, 6500]
