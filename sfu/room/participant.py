@@ -78,6 +78,7 @@ class Participant:
         self.peer = PeerSession(self.id, ice_servers)
         self.peer.pc.on("datachannel", self._on_datachannel)
         self.peer.pc.on("connectionstatechange", self._on_connection_state)
+        self.peer.on_abuse = self._on_media_abuse
         self.bandwidth = SubscriberBandwidth(estimate=self.peer.estimate)
         self.tracks: dict[str, PublishedTrack] = {}  # own publications by track id
         self.wanted: set[str] = set()  # track ids this participant should receive
@@ -97,6 +98,12 @@ class Participant:
     def _on_connection_state(self) -> None:
         if self.peer.pc.connectionState == "connected":
             self.media_connected = True
+
+    def _on_media_abuse(self, reason: str) -> None:
+        """Its media broke a limit no honest client reaches (sfu.rtc.peer): disconnect it."""
+        log.warning("participant %s: %s: disconnecting it", self.id, reason)
+        if self.close_connection is not None:
+            asyncio.ensure_future(self.close_connection())
 
     def _on_datachannel(self, channel: Any) -> None:
         def on_error(code: str, text: str) -> None:
@@ -263,6 +270,7 @@ class Participant:
         self.peer = PeerSession(self.id, self._ice_servers)
         self.peer.pc.on("datachannel", self._on_datachannel)
         self.peer.pc.on("connectionstatechange", self._on_connection_state)
+        self.peer.on_abuse = self._on_media_abuse
         self.bandwidth = SubscriberBandwidth(estimate=self.peer.estimate, prefs=self.bandwidth.prefs)
         self._first_offer = asyncio.Event()
         self.connected = True

@@ -43,6 +43,10 @@ from sfu.rtc.sdp import ROUTING_URIS, URI_MID, ExtmapIds, MediaSection, SdpError
 log = logging.getLogger(__name__)
 
 MAX_NACKED_PER_PACKET = 256  # sequence numbers honoured per NACK packet
+# libsrtp keeps state for every SSRC that authenticates and searches it linearly for every packet of
+# the transport: a peer sending many SSRCs makes each of its packets slower, on the loop all share
+MAX_UNKNOWN_SSRCS = 64  # distinct SSRCs no publication claims, per peer connection: more is abuse
+MAX_SSRCS_PER_PUBLICATION = 16  # learned from the mid/rid extensions (simulcast needs one per layer)
 NON_MEDIA_CODECS = ("/rtx", "/red", "/ulpfec", "/flexfec-03", "/telephone-event", "/cn")
 
 
@@ -100,6 +104,9 @@ class PeerSession:
         self.slots: list[Slot] = []
         self._relay_by_ssrc: dict[int, TrackRelay] = {}
         self._ignored_ssrcs: set[int] = set()
+        self._retired_ssrcs: set[int] = set()  # of removed publications: packets in flight are no abuse
+        self._unknown_ssrcs: set[int] = set()  # never claimed (at most MAX_UNKNOWN_SSRCS + 1)
+        self.on_abuse: Callable[[str], None] | None = None  # called once when the peer must be cut off
         self._mid_ext_id: int | None = None
         self._rid_ext_id: int | None = None
         self._repaired_rid_ext_id: int | None = None
@@ -168,6 +175,7 @@ class PeerSession:
         if publication is not None:
             for ssrc in publication.ssrcs:
                 self._relay_by_ssrc.pop(ssrc, None)
+            self._retired_ssrcs.update(publication.ssrcs)
         return publication
 
     def keyframe_requester(self, mid: str) -> Callable[[int], None]:
@@ -278,8 +286,20 @@ class PeerSession:
             relay = self._learn_ssrc(ssrc, data)
             if relay is None:
                 COUNTERS.rtp_unroutable += 1
+                self._note_unknown(ssrc)
                 return
         relay.forward(data)
+
+    def _note_unknown(self, ssrc: int) -> None:
+        """Off the forwarding path (unroutable packets only): a peer that sends RTP on more than
+        MAX_UNKNOWN_SSRCS SSRCs nobody claims is cut off (`on_abuse`)."""
+        unknown = self._unknown_ssrcs
+        if len(unknown) > MAX_UNKNOWN_SSRCS or ssrc in unknown or ssrc in self._ignored_ssrcs \
+                or ssrc in self._retired_ssrcs:
+            return
+        unknown.add(ssrc)
+        if len(unknown) > MAX_UNKNOWN_SSRCS and self.on_abuse is not None:
+            self.on_abuse(f"RTP on {len(unknown)} SSRCs that no published track claims")
 
     def _learn_ssrc(self, ssrc: int, data: bytes) -> TrackRelay | None:
         """An SSRC the SDP did not announce: identify its m-line by the mid header extension and
@@ -291,7 +311,7 @@ class PeerSession:
         if not mid:
             return None
         publication = self.publications.get(mid.decode("ascii", "replace"))
-        if publication is None:
+        if publication is None or len(publication.ssrcs) >= MAX_SSRCS_PER_PUBLICATION:
             return None
         relay = publication.relays[0]
         if publication.rids:

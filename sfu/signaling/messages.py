@@ -47,6 +47,7 @@ class SignalingError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+        self.request_id: Any = None  # the `id` of the invalid message, when it was a JSON object
 
 
 def _str(msg: dict[str, Any], key: str, *, required: bool = True, max_chars: int = 1 << 20) -> str | None:
@@ -143,6 +144,15 @@ def parse(text: str) -> dict[str, Any]:
         raise SignalingError(ErrorCode.BAD_JSON, f"not valid JSON: {exc}") from None
     if not isinstance(msg, dict):
         raise SignalingError(ErrorCode.BAD_JSON, "a message must be a JSON object")
+    try:
+        _validate(msg)
+    except SignalingError as exc:
+        exc.request_id = msg.get("id")  # the error still answers the request (docs/protocol.md)
+        raise
+    return msg
+
+
+def _validate(msg: dict[str, Any]) -> None:
     if msg.get("v") != PROTOCOL_VERSION:
         raise SignalingError(ErrorCode.BAD_MESSAGE, f"'v' must be {PROTOCOL_VERSION}")
     kind = msg.get("type")
@@ -152,7 +162,6 @@ def parse(text: str) -> dict[str, Any]:
     if validator is None:
         raise SignalingError(ErrorCode.UNKNOWN_TYPE, f"unknown message type '{kind[:64]}'")
     validator(msg)
-    return msg
 
 
 def message(type_: str, **fields: Any) -> dict[str, Any]:

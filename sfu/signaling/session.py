@@ -4,6 +4,7 @@ dispatching client messages to the room layer and answering every client error w
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1000  # queued server messages before a client that does not read is dropped
-CLOSE_RATE_LIMITED = 1008  # RFC 6455 §7.4.1 policy violation: kept flooding past `rate_limited`
+CLOSE_POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1: kept flooding past `rate_limited`, or abusive media
 
 
 class SignalingSession:
@@ -73,7 +74,8 @@ class SignalingSession:
                 elif frame.type == WSMsgType.ERROR:
                     err = self.ws.exception()
                     if "too big" in str(err).lower() or "message size" in str(err).lower():
-                        await self.ws.send_json(error(ErrorCode.TOO_LARGE, "message exceeds the size limit"))
+                        with contextlib.suppress(ConnectionError, RuntimeError):  # aiohttp may be closing it
+                            await self.ws.send_json(error(ErrorCode.TOO_LARGE, "message exceeds the size limit"))
                     break
                 if self.participant is not None and self.participant.left:
                     break
@@ -98,7 +100,7 @@ class SignalingSession:
             request_id = msg.get("id")
             await self.dispatch(msg)
         except SignalingError as exc:
-            await self._client_error(exc, request_id)
+            await self._client_error(exc, request_id if request_id is not None else exc.request_id)
         except Exception:
             log.exception("%s: internal error handling a message", self.peer)
             await self.send(error(ErrorCode.INTERNAL, "internal error (logged)", request_id))
@@ -117,10 +119,16 @@ class SignalingSession:
         if self.rate_limited >= limit:
             log.warning("%s: %d messages over the rate limit, closing the connection", self.peer, limit)
             self.forced_close = True
-            await self.ws.close(code=CLOSE_RATE_LIMITED, message=b"signaling rate limit exceeded")
+            await self.ws.close(code=CLOSE_POLICY_VIOLATION, message=b"signaling rate limit exceeded")
             return
         await self.send(error(ErrorCode.RATE_LIMITED, "too many messages: "
                               f"at most {self.config.signaling.messages_per_s:g} per second"))
+
+    async def close_for_abuse(self) -> None:
+        """The participant's media broke a limit (sfu.rtc.peer): closed like a flooder (1008), and
+        it leaves at once (no resume grace)."""
+        self.forced_close = True
+        await self.ws.close(code=CLOSE_POLICY_VIOLATION, message=b"media abuse")
 
     async def _client_error(self, exc: SignalingError, request_id: Any = None) -> None:
         self.errors += 1
@@ -202,6 +210,7 @@ class SignalingSession:
                 self.registry.rooms.pop(room.name, None)
             raise
         self.participant = participant
+        participant.close_connection = self.close_for_abuse
         self.node.sessions[participant.id] = self
         await self.send(room.joined_message(participant,
                                             ice_servers.client_ice_servers(self.config, participant.identity)))
@@ -231,6 +240,7 @@ class SignalingSession:
         self.registry.cancel_grace(participant)
         await participant.rebind(self.send)
         self.participant = participant
+        participant.close_connection = self.close_for_abuse
         self.node.sessions[participant.id] = self
         log.info("%s: participant %s resumed", self.peer, participant.id,
                  extra={"room": room.name, "participant": participant.id})
