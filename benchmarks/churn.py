@@ -66,10 +66,11 @@ async def run(cycles: int, every: int, out: Path) -> None:
                                                     "samples": [s.row() for s in samples]}, indent=1))
     plot(samples[1:], out.with_suffix(".png"))
     print(f"\n{cycles} cycles in {elapsed_s:.0f} s, server exit {code}\n")
-    print("| cycle | RSS (MiB) | tasks | fds | UDP sockets | peer connections |")
-    print("|---|---|---|---|---|---|")
-    for s in samples[1:]:
-        print(f"| {s.cycle} | {s.rss_kib / 1024:.1f} | {s.tasks} | {s.fds} | {s.udp_sockets} | {s.peer_connections} |")
+    print("| cycle | RSS (MiB) | tasks | fds | UDP sockets | peer connections | Python objects | sfu objects |")
+    print("|---|---|---|---|---|---|---|---|")
+    for s in samples:
+        print(f"| {s.cycle} | {s.rss_kib / 1024:.1f} | {s.tasks} | {s.fds} | {s.udp_sockets} | {s.peer_connections} "
+              f"| {s.gc_objects:,} | {s.sfu_objects:,} |")
 
 
 def main() -> None:

@@ -322,6 +322,8 @@ class SfuClient:
                 track.stop()
         elif kind == "offer" and self.pc is not None:
             async with self._lock:
+                if self.pc.connectionState == "closed":  # closing: an offer crossed our leave
+                    return
                 self.mids = dict(msg["mids"])
                 await self.pc.setRemoteDescription(RTCSessionDescription(sdp=msg["sdp"], type="offer"))
                 await self.pc.setLocalDescription(await self.pc.createAnswer())

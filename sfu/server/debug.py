@@ -17,11 +17,18 @@ from aiortc import RTCPeerConnection
 def object_counts() -> dict[str, object]:
     codecs: Counter[str] = Counter()
     peer_connections = 0
-    for obj in gc.get_objects():
+    gc.collect()  # count what is alive, not garbage the collector has not reached yet
+    objects = gc.get_objects()
+    ours = theirs = 0  # instances of sfu.* and aiortc.* classes: a leak of per-participant state shows here
+    for obj in objects:
         cls = type(obj)
         module = getattr(cls, "__module__", None)
         if not isinstance(module, str):
             continue
+        if module.startswith("sfu."):
+            ours += 1
+        elif module.startswith("aiortc."):
+            theirs += 1
         if module.startswith("aiortc.codecs") and cls.__name__.endswith(("Encoder", "Decoder")):
             codecs[cls.__name__] += 1
         elif cls is RTCPeerConnection and obj.connectionState != "closed":
@@ -29,6 +36,9 @@ def object_counts() -> dict[str, object]:
     return {
         "codecs": dict(codecs),
         "peer_connections": peer_connections,
+        "gc_objects": len(objects),
+        "sfu_objects": ours,
+        "aiortc_objects": theirs,
         "tasks": len(asyncio.all_tasks()),
         "threads": threading.active_count(),
         "open_fds": len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1,

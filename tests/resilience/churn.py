@@ -24,6 +24,8 @@ class Sample:
     udp_sockets: int
     peer_connections: int
     threads: int
+    gc_objects: int = 0  # Python objects the collector tracks
+    sfu_objects: int = 0  # instances of sfu.* classes
 
     def row(self) -> dict[str, Any]:
         return asdict(self)
@@ -59,7 +61,8 @@ def rss_kib(pid: int) -> int:
 def sample(url: str, pid: int, cycle: int) -> Sample:
     objects = http_json(f"{url}/debug/objects")
     return Sample(cycle, rss_kib(pid), objects["tasks"], objects["open_fds"], udp_sockets(pid),
-                  objects["peer_connections"], objects["threads"])
+                  objects["peer_connections"], objects["threads"], objects.get("gc_objects", 0),
+                  objects.get("sfu_objects", 0))
 
 
 async def one_cycle(url: str, room: str, clients: int) -> None:
