@@ -55,7 +55,7 @@ class PublishedTrack:
 
     def info(self, own: bool = False) -> dict[str, Any]:
         data: dict[str, Any] = {"id": self.id, "participant_id": self.participant_id, "kind": self.kind,
-                                "source": self.source, "name": self.name}
+                                "source": self.source, "name": self.name, "muted": self.relay.muted}
         if self.simulcast:
             data["layers"] = [relay.rid for relay in self.relays]
         if own:

@@ -284,9 +284,13 @@ function isVideo(media) {
   return media instanceof HTMLVideoElement;
 }
 
-client.addEventListener('track', (e) => onTrack(e.detail));
+client.addEventListener('track', (e) => {
+  onTrack(e.detail);
+  if (e.detail.muted) markMuted(e.detail.trackId, true); // muted before we joined: no track_muted
+});
 client.addEventListener('trackresumed', (e) => {
-  // nothing to do: the <video> plays e.detail.stream, which now holds the new track
+  // the <video> plays e.detail.stream, which now holds the new track; (un)muted during the cut?
+  markMuted(e.detail.trackId, e.detail.muted);
   console.info(LOG, `${e.detail.kind} ${e.detail.trackId} of ${participantName(e.detail.participantId)} is back`);
 });
 client.addEventListener('resumed', (e) => {

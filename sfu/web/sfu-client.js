@@ -348,9 +348,12 @@ export class SfuClient extends EventTarget {
       case 'track_published': return this._onTrackPublished(msg.track);
       case 'track_unpublished': return this._onTrackUnpublished(msg.track_id, msg.participant_id);
       case 'track_muted': // its publisher (or an operator) muted it; the m-line stays
-        return this._emit('trackmuted', { trackId: msg.track_id, participantId: msg.participant_id });
-      case 'track_unmuted':
-        return this._emit('trackunmuted', { trackId: msg.track_id, participantId: msg.participant_id });
+      case 'track_unmuted': {
+        const info = this.tracks.get(msg.track_id);
+        if (info) info.muted = msg.type === 'track_muted'; // a track's `muted` stays current
+        const detail = { trackId: msg.track_id, participantId: msg.participant_id };
+        return msg.type === 'track_muted' ? this._emit('trackmuted', detail) : this._emit('trackunmuted', detail);
+      }
       case 'quality_changed': return this._onQualityChanged(msg);
       case 'layers_needed': return this._onLayersNeeded(msg.track_id, msg.layers || []);
       case 'active_speakers':
@@ -685,7 +688,8 @@ export class SfuClient extends EventTarget {
     const { stream, previousTrack } = this._remote.show(mid, trackId, track);
     const info = this.tracks.get(trackId);
     const detail = { trackId, participantId: info ? info.participant_id : undefined,
-      kind: info ? info.kind : track.kind, source: info ? info.source : undefined, track, stream, mid };
+      kind: info ? info.kind : track.kind, source: info ? info.source : undefined,
+      muted: Boolean(info && info.muted), track, stream, mid };
     if (previousTrack) this._emit('trackresumed', { ...detail, previousTrack });
     else this._emit('track', detail);
   }

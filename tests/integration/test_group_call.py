@@ -50,6 +50,11 @@ async def test_muted_video_stops_without_keyframe_requests_and_resumes_on_unmute
         await asyncio.sleep(3)
         assert video.frames <= frames + 1, "frames kept arriving while muted"
         assert len(plis) == pli_count, "the publisher was asked for key frames while muted"
+        late = Participant(sfu_server.url, "mute", "late")  # joins while muted: told by the track's state
+        await late.join(video_size=None, audio=False)
+        joined = next(m for m in late.client.messages if m["type"] == "joined")
+        assert next(t for t in joined["tracks"] if t["id"] == track_id)["muted"] is True
+        await late.close()
         unmuted_event = viewer.client.expect("track_unmuted")
         started = time.monotonic()
         await publisher.client.send("mute", track_id=track_id, muted=False)
