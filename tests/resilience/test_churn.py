@@ -33,6 +33,7 @@ async def test_churn_leaves_no_task_fd_socket_or_peer_connection_behind(tmp_path
         assert end.tasks <= start.tasks, (start, end)
         assert end.fds <= start.fds, (start, end)
         assert end.udp_sockets <= start.udp_sockets, (start, end)
+        assert end.sfu_objects <= start.sfu_objects, f"instances of sfu.* classes survived the cycles: {start} {end}"
         assert end.rss_kib - start.rss_kib <= RSS_TOLERANCE_KIB, (start, end)
     finally:
         assert server.stop() == 0, server.log()[-3000:]
