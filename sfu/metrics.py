@@ -30,6 +30,12 @@ LOOP_LAG = Gauge("sfu_event_loop_lag_seconds", "Latest event-loop scheduling del
 LOOP_LAG_HISTOGRAM = Histogram(
     "sfu_event_loop_lag_distribution_seconds", "Event-loop scheduling delays measured by the watchdog",
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=REGISTRY)
+LOOP_BUSY_MAX = Gauge(
+    "sfu_event_loop_busy_max_seconds",
+    "Longest CPU time the event-loop thread used between two 20 ms heartbeats since start: bounds the "
+    "longest a single handler blocked the loop", registry=REGISTRY)
+LOOP_BLOCKED = Counter("sfu_event_loop_blocked", "Heartbeat intervals in which the loop thread used over 50 ms "
+                       "of CPU without reaching its timers", registry=REGISTRY)
 DRAINING = Gauge("sfu_draining", "1 while the node drains (refuses joins), else 0", registry=REGISTRY)
 WEBHOOK_DELIVERIES = Counter("sfu_webhook_deliveries", "Webhook events by outcome (delivered, failed, dropped)",
                              ["result"], registry=REGISTRY)

@@ -14,7 +14,7 @@ from sfu import metrics
 from sfu.config import Config
 from sfu.room.allocation import AllocationLoop
 from sfu.room.room import RoomRegistry
-from sfu.server.loop_watchdog import watch_loop_lag
+from sfu.server.loop_watchdog import BUSY_WATCH_KEY, BusyWatch, watch_loop_lag
 from sfu.server.node import Node
 from sfu.signaling.session import SignalingSession
 from sfu.speaker import SpeakerLoop
@@ -82,6 +82,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def _on_startup(app: web.Application) -> None:
     app[WATCHDOG_KEY] = asyncio.ensure_future(watch_loop_lag())
+    app[BUSY_WATCH_KEY] = BusyWatch()
+    app[BUSY_WATCH_KEY].start()
 
 
 async def _on_shutdown(app: web.Application) -> None:
@@ -91,6 +93,10 @@ async def _on_shutdown(app: web.Application) -> None:
     node = app[NODE_KEY]
     if node.webhooks is not None:
         await node.webhooks.close(timeout_s=min(2.0, app[CONFIG_KEY].shutdown_timeout_s))
+    busy = app.get(BUSY_WATCH_KEY)
+    if busy is not None:
+        busy.stop()
+        log.info("%s", busy.summary())  # tests/conftest.py collects this line from every server it ran
     watchdog = app.get(WATCHDOG_KEY)
     if watchdog is not None:
         watchdog.cancel()

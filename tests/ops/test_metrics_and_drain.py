@@ -45,9 +45,11 @@ async def test_metrics_move_when_a_publisher_and_a_subscriber_exchange_media(tmp
         assert after["sfu_rtp_packets_forwarded_total"] > before.get("sfu_rtp_packets_forwarded_total", 0)
         assert after["sfu_pli_sent_total"] >= 1, "new video subscribers ask for a keyframe"
         for name in ("sfu_nack_received_total", "sfu_nack_packets_resent_total", "sfu_layer_switches_total",
-                     "sfu_bandwidth_estimate_bps_count", "sfu_event_loop_lag_seconds"):
+                     "sfu_bandwidth_estimate_bps_count", "sfu_event_loop_lag_seconds",
+                     "sfu_event_loop_busy_max_seconds", "sfu_event_loop_blocked_total"):
             assert name in after, name
         assert after["sfu_event_loop_lag_distribution_seconds_count"] >= 2, "the watchdog measures every 0.5 s"
+        assert 0 < after["sfu_event_loop_busy_max_seconds"] < 10, "the heartbeat measured the loop's CPU"
         # signaling errors by code
         await pair[0].client.send("teleport")
         assert await wait_until(lambda: scrape(server.url).get('sfu_signaling_errors_total{code="unknown_type"}',
