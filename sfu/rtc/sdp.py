@@ -19,6 +19,7 @@ URI_ABS_SEND_TIME = "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time"
 ROUTING_URIS = frozenset({URI_MID, URI_RID, URI_REPAIRED_RID})
 
 _EXTMAP = re.compile(r"^a=extmap:(\d+)(/\w+)? (\S+)", re.M)
+_EXTMAP_LINE = re.compile(r"^a=extmap:(\d+)(/\w+)? (\S+)([^\r\n]*\r?\n?)", re.M)  # the whole line
 _MAX_SDP_BYTES = 128 * 1024
 
 
@@ -187,14 +188,19 @@ class ExtmapIds:
             self.by_uri.setdefault(match.group(3), int(match.group(1)))
 
     def remap(self, sdp: str) -> str:
+        """Rewrite `sdp`'s extmap lines to the negotiated ids. A URI never negotiated gets a free
+        one-byte id (1-14); when the peer's offer took all fourteen, its line is left out (the
+        extension is then not used on this connection, nothing else changes)."""
         used = set(self.by_uri.values())
         free = (i for i in range(1, 15) if i not in used)
         for match in _EXTMAP.finditer(sdp):
             if match.group(3) not in self.by_uri:
-                new_id = next(free)
+                new_id = next(free, None)
+                if new_id is None:
+                    continue
                 self.by_uri[match.group(3)] = new_id
                 used.add(new_id)
-        self.learn(sdp)
-        return _EXTMAP.sub(
-            lambda m: f"a=extmap:{self.by_uri[m.group(3)]}{m.group(2) or ''} {m.group(3)}", sdp
+        return _EXTMAP_LINE.sub(
+            lambda m: f"a=extmap:{self.by_uri[m.group(3)]}{m.group(2) or ''} {m.group(3)}{m.group(4)}"
+            if m.group(3) in self.by_uri else "", sdp
         )
