@@ -89,6 +89,8 @@ class Participant:
         self.connected = True  # False while its signaling connection is gone (resume grace period)
         self.media_connected = False  # its peer connection connected at least once
         self.close_connection: Callable[[], Awaitable[None]] | None = None  # closes the current socket
+        # closes the current socket so that the client resumes (1011): its peer connection is beyond repair
+        self.replace_connection: Callable[[], Awaitable[None]] | None = None
         self._ice_servers = ice_servers
         self.grace_task: asyncio.Task[None] | None = None
         self.left = False
@@ -133,6 +135,12 @@ class Participant:
             await self.send(message("answer", sdp=answer_sdp))
             self._first_offer.set()
         except sdp.SdpError as exc:
+            if exc.unusable and self.replace_connection is not None:
+                # stuck in have-remote-offer for good (aiortc has no rollback): end this socket so
+                # that the client resumes with a fresh peer connection, as after a network cut
+                log.warning("participant %s: peer connection unusable after a failed offer: "
+                            "closing its socket for a resume", self.id)
+                asyncio.ensure_future(self.replace_connection())
             raise SignalingError(ErrorCode.BAD_SDP, str(exc)) from None
         for track, resumed in published:
             if resumed:  # the others keep receiving it as the same track: only its owner hears of it

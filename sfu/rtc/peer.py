@@ -127,8 +127,10 @@ class PeerSession:
         if not self.stable:
             return None
         sections = sdp.media_sections(offer_sdp)
+        applied = False
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            applied = True
             self.extmap_ids.learn(offer_sdp)
             for section in sections:
                 if section.send_rids and section.kind == "video" and not section.rejected:
@@ -139,7 +141,7 @@ class PeerSession:
         except SdpError:
             raise
         except Exception as exc:  # aiortc raises many types for unusable descriptions
-            raise SdpError(f"cannot apply offer: {exc}") from exc
+            raise SdpError(f"cannot apply offer: {exc}", unusable=applied) from exc
         self._mid_ext_id = self.extmap_ids.by_uri.get(URI_MID)
         self._rid_ext_id = self.extmap_ids.by_uri.get(sdp.URI_RID)
         self._repaired_rid_ext_id = self.extmap_ids.by_uri.get(sdp.URI_REPAIRED_RID)

@@ -24,7 +24,12 @@ _MAX_SDP_BYTES = 128 * 1024
 
 
 class SdpError(ValueError):
-    """The SDP cannot be parsed or used."""
+    """The SDP cannot be parsed or used. `unusable`: it failed after aiortc had applied the remote
+    description, and aiortc cannot roll back: that peer connection can never negotiate again."""
+
+    def __init__(self, message: str, unusable: bool = False) -> None:
+        super().__init__(message)
+        self.unusable = unusable
 
 
 @dataclass

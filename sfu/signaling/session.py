@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 OUTBOX_LIMIT = 1000  # queued server messages before a client that does not read is dropped
 CLOSE_POLICY_VIOLATION = 1008  # RFC 6455 §7.4.1: kept flooding past `rate_limited`, or abusive media
+CLOSE_INTERNAL_ERROR = 1011  # RFC 6455 §7.4.1: the server cannot go on with this connection (resumable)
 
 
 class SignalingSession:
@@ -130,6 +131,11 @@ class SignalingSession:
         self.forced_close = True
         await self.ws.close(code=CLOSE_POLICY_VIOLATION, message=b"media abuse")
 
+    async def close_for_resume(self) -> None:
+        """The participant's peer connection cannot negotiate any more: closed as by a network
+        cut (1011, resumable), so that the client resumes with a fresh one (docs/protocol.md)."""
+        await self.ws.close(code=CLOSE_INTERNAL_ERROR, message=b"peer connection unusable: resume")
+
     async def _client_error(self, exc: SignalingError, request_id: Any = None) -> None:
         self.errors += 1
         participant = self.participant
@@ -211,6 +217,7 @@ class SignalingSession:
             raise
         self.participant = participant
         participant.close_connection = self.close_for_abuse
+        participant.replace_connection = self.close_for_resume
         self.node.sessions[participant.id] = self
         await self.send(room.joined_message(participant,
                                             ice_servers.client_ice_servers(self.config, participant.identity)))
@@ -241,6 +248,7 @@ class SignalingSession:
         await participant.rebind(self.send)
         self.participant = participant
         participant.close_connection = self.close_for_abuse
+        participant.replace_connection = self.close_for_resume
         self.node.sessions[participant.id] = self
         log.info("%s: participant %s resumed", self.peer, participant.id,
                  extra={"room": room.name, "participant": participant.id})
