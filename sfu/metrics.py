@@ -69,11 +69,15 @@ _PACKET_COUNTERS = (
     ("sfu_nack_packets_requested", "Packets requested by subscribers' NACKs", "nack_packets_requested"),
     ("sfu_nack_packets_resent", "Packets retransmitted from the cache", "nack_packets_resent"),
     ("sfu_nack_packets_missed", "NACKed packets no longer in the cache", "nack_packets_missed"),
+    ("sfu_nack_packets_throttled", "NACKed packets not resent: resent too recently or too often already",
+     "nack_packets_throttled"),
     ("sfu_pli_received", "RTCP PLI received from subscribers", "pli_received"),
     ("sfu_fir_received", "RTCP FIR received from subscribers", "fir_received"),
     ("sfu_pli_sent", "RTCP PLI sent to publishers (throttled)", "pli_sent"),
     ("sfu_remb_received", "RTCP REMB received from subscribers", "remb_received"),
     ("sfu_send_failures", "Forwarded packets that could not be sent", "send_failures"),
+    ("sfu_send_queue_drops", "Packets dropped for a subscriber whose send queue was full (its link is "
+     "narrower than what it is sent)", "send_queue_drops"),
     ("sfu_rtcp_packets_malformed", "RTCP packets from peers dropped as malformed", "rtcp_malformed"),
     ("sfu_layer_switches", "Simulcast layer switches done by downtracks", "layer_switches"),
 )

@@ -20,12 +20,14 @@ class PacketCounters:
         "nack_packets_requested",
         "nack_packets_resent",
         "nack_packets_missed",
+        "nack_packets_throttled",
         "pli_received",
         "fir_received",
         "pli_sent",
         "remb_received",
         "rtcp_malformed",
         "send_failures",
+        "send_queue_drops",
         "layer_switches",
     )
 
@@ -41,12 +43,14 @@ class PacketCounters:
     nack_packets_requested: int
     nack_packets_resent: int
     nack_packets_missed: int
+    nack_packets_throttled: int
     pli_received: int
     fir_received: int
     pli_sent: int
     remb_received: int
     rtcp_malformed: int
     send_failures: int
+    send_queue_drops: int
     layer_switches: int
 
     def __init__(self) -> None:

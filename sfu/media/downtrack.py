@@ -220,9 +220,11 @@ class DownTrack:
         return True
 
     def on_nack(self, sequence_numbers: list[int]) -> None:
-        """RFC 4585 §6.2.1 Generic NACK: resend from the cache, as RTX (RFC 4588 §4) if negotiated."""
+        """RFC 4585 §6.2.1 Generic NACK: resend from the cache, as RTX (RFC 4588 §4) if negotiated;
+        each packet a bounded number of times, however often it is asked for (PacketCache)."""
         out = self.out
         first = self.source_first_seq
+        now_s = time.monotonic()
         for sequence_number in sequence_numbers:
             COUNTERS.nack_packets_requested += 1
             if first >= 0 and (sequence_number - first) & 0x8000:
@@ -230,9 +232,12 @@ class DownTrack:
                 # resending the old layer after a bandwidth down-switch would refill the link
                 COUNTERS.nack_packets_missed += 1
                 continue
-            packet = out.cache.get(sequence_number)
+            packet = out.cache.get_for_resend(sequence_number, now_s)
             if packet is None:
-                COUNTERS.nack_packets_missed += 1
+                if out.cache.get(sequence_number) is None:
+                    COUNTERS.nack_packets_missed += 1
+                else:
+                    COUNTERS.nack_packets_throttled += 1
                 continue
             resend = self._rtx(packet) if self.rtx_pt is not None and out.rtx_ssrc else packet
             if resend is not None and out.writer.write(resend):

@@ -19,6 +19,8 @@ from aioice.ice import StunProtocol
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import State as DtlsState
 
+from sfu.media.counters import COUNTERS
+
 log = logging.getLogger(__name__)
 
 RtpTap = Callable[[bytes, int], None]
@@ -27,6 +29,13 @@ RtcpTap = Callable[[Any], Awaitable[None]]
 _CONNECTED = DtlsState.CONNECTED
 _NTP_EPOCH_OFFSET_S = 2208988800  # 1900-01-01 → 1970-01-01 (RFC 5905)
 _NTP_EPOCH_OFFSET_MS = _NTP_EPOCH_OFFSET_S * 1000
+# A subscriber's media is dropped while this much waits in its transport's user-space send queue.
+# asyncio and uvloop queue every datagram the kernel refuses (EAGAIN: the socket's send buffer, ~200 kB
+# with overhead, already waits in a full qdisc) without limit, so a link narrower than the stream would
+# grow the server's memory and that subscriber's delay for as long as it stays (measured behind a deep
+# tc queue: tests/network/test_slow_subscriber.py). 64 kB (uvloop's pause threshold) is ~1 s of a
+# 500 kb/s stream on top of the kernel's queue; a healthy link never gets near it.
+SEND_QUEUE_LIMIT_BYTES = 64 * 1024
 
 try:  # pylibsrtp's cffi binding: lets RtpWriter protect in the session's buffer without its wrapper
     from pylibsrtp._binding import ffi as _srtp_ffi
@@ -202,20 +211,25 @@ class RtpWriter:
     aiortc's `_send_rtp` is a chain of four coroutines per packet; on the forwarding path we protect
     and `sendto` directly on the nominated ICE pair's socket (one C call each). What `write` needs
     (the nominated pair's `sendto` and address, the SRTP session's C buffer) is looked up once and
-    checked by identity per packet: the pair (aioice replaces it, never mutates it) and the session."""
+    checked by identity per packet: the pair (aioice replaces it, never mutates it) and the session.
 
-    __slots__ = ("dtls", "packets", "bytes", "errors", "_nominated", "_pair", "_session", "_send", "_addr",
-                 "_srtp", "_cdata", "_buffer", "_limit", "_length")
+    Bounded per subscriber: while the transport's send queue holds SEND_QUEUE_LIMIT_BYTES, packets are
+    dropped here (`drops`), for this subscriber alone; its NACKs ask for them again once it drains."""
+
+    __slots__ = ("dtls", "packets", "bytes", "errors", "drops", "_nominated", "_pair", "_session", "_send",
+                 "_queued", "_addr", "_srtp", "_cdata", "_buffer", "_limit", "_length")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
         self.dtls = dtls
         self.packets = 0
         self.bytes = 0
         self.errors = 0
+        self.drops = 0
         self._nominated: dict[int, Any] | None = None  # aioice Connection._nominated (never rebound)
         self._pair: Any = None
         self._session: Any = None  # the pylibsrtp.Session `_srtp`/`_cdata`/`_buffer` belong to
         self._send: Callable[[Any, Any], Any] | None = None
+        self._queued: Callable[[], int] = _nothing_queued  # bytes waiting in the transport's send queue
         self._addr: Any = None
         self._srtp: Any = None
         self._cdata: Any = None
@@ -241,9 +255,12 @@ class RtpWriter:
         protocol = pair.protocol
         if type(protocol) is StunProtocol:
             self._send = protocol.transport.sendto
-        else:  # a TURN-relayed pair: its send_data wraps the datagram, so go through it
+            # asyncio's and uvloop's datagram transports have it (typeshed lists it on WriteTransport only)
+            self._queued = getattr(protocol.transport, "get_write_buffer_size", _nothing_queued)
+        else:  # a TURN-relayed pair: its send_data wraps the datagram, so go through it (not bounded)
             send_data = protocol.send_data
             self._send = lambda data, addr: asyncio.ensure_future(send_data(data, addr))
+            self._queued = _nothing_queued
         self._addr = pair.remote_addr
         self._pair = pair
         self._session = session
@@ -267,6 +284,10 @@ class RtpWriter:
         if nominated is None or nominated.get(1) is not self._pair or dtls._tx_srtp is not self._session:
             if not self._bind():
                 return False
+        if self._queued() >= SEND_QUEUE_LIMIT_BYTES:  # before SRTP: a dropped packet costs nothing more
+            self.drops += 1
+            COUNTERS.send_queue_drops += 1
+            return False
         srtp = self._srtp
         if srtp is not None:
             size = len(data)
@@ -306,6 +327,10 @@ class RtpWriter:
             return False
         asyncio.ensure_future(pair.protocol.send_data(protected, pair.remote_addr))
         return True
+
+
+def _nothing_queued() -> int:
+    return 0
 
 
 def tap_sender_rtcp(sender: RTCRtpSender, on_rtcp: RtcpTap) -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from sfu.media.packet_cache import PacketCache
+from sfu.media.packet_cache import MAX_RESENDS, RESEND_INTERVAL_S, PacketCache
 
 
 def packet(sequence_number: int) -> bytes:
@@ -58,3 +58,28 @@ def test_clear_forgets_everything() -> None:
 def test_capacity_must_be_a_power_of_two_up_to_65536(capacity: int) -> None:
     with pytest.raises(ValueError):
         PacketCache(capacity)
+
+
+def test_a_packet_is_resent_at_most_once_per_interval_and_max_resends_times() -> None:
+    cache = PacketCache(capacity=16)
+    cache.put(7, packet(7))
+    now = 100.0
+    assert cache.get_for_resend(7, now) == packet(7)
+    assert cache.get_for_resend(7, now + RESEND_INTERVAL_S / 2) is None, "asked again within the interval"
+    sent = 1
+    for i in range(1, 10):
+        if cache.get_for_resend(7, now + i * RESEND_INTERVAL_S) is not None:
+            sent += 1
+    assert sent == MAX_RESENDS
+    assert cache.get(7) == packet(7), "still cached: refused, not forgotten"
+
+
+def test_a_new_packet_in_a_slot_starts_with_no_resends() -> None:
+    cache = PacketCache(capacity=16)
+    cache.put(3, packet(3))
+    for i in range(MAX_RESENDS):
+        assert cache.get_for_resend(3, float(i)) is not None
+    cache.put(3 + 16, packet(3 + 16))
+    assert cache.get_for_resend(3, 10.0) is None, "overwritten"
+    assert cache.get_for_resend(3 + 16, 10.0) == packet(3 + 16)
+    assert cache.get_for_resend(5, 10.0) is None, "never stored"
