@@ -79,6 +79,8 @@ _PACKET_COUNTERS = (
     ("sfu_send_queue_drops", "Packets dropped for a subscriber whose send queue was full (its link is "
      "narrower than what it is sent)", "send_queue_drops"),
     ("sfu_rtcp_packets_malformed", "RTCP packets from peers dropped as malformed", "rtcp_malformed"),
+    ("sfu_rtcp_packets_ssrc_refused", "SRTCP packets dropped before decryption: a sender SSRC beyond the "
+     "per-connection limit", "rtcp_ssrc_refused"),
     ("sfu_layer_switches", "Simulcast layer switches done by downtracks", "layer_switches"),
 )
 

@@ -26,6 +26,7 @@ class PacketCounters:
         "pli_sent",
         "remb_received",
         "rtcp_malformed",
+        "rtcp_ssrc_refused",
         "send_failures",
         "send_queue_drops",
         "layer_switches",
@@ -49,6 +50,7 @@ class PacketCounters:
     pli_sent: int
     remb_received: int
     rtcp_malformed: int
+    rtcp_ssrc_refused: int
     send_failures: int
     send_queue_drops: int
     layer_switches: int

@@ -36,6 +36,9 @@ _NTP_EPOCH_OFFSET_MS = _NTP_EPOCH_OFFSET_S * 1000
 # tc queue: tests/network/test_slow_subscriber.py). 64 kB (uvloop's pause threshold) is ~1 s of a
 # 500 kb/s stream on top of the kernel's queue; a healthy link never gets near it.
 SEND_QUEUE_LIMIT_BYTES = 64 * 1024
+# Distinct SRTCP sender SSRCs accepted per connection. An aiortc peer sends RTCP from one SSRC per
+# receiver and per sender (up to 256 subscriptions + 8 tracks by default), browsers from a handful.
+MAX_RTCP_SSRCS = 1024
 
 try:  # pylibsrtp's cffi binding: lets RtpWriter protect in the session's buffer without its wrapper
     from pylibsrtp._binding import ffi as _srtp_ffi
@@ -117,7 +120,8 @@ def tap_rtp(dtls: RTCDtlsTransport, on_rtp: RtpTap) -> bool:
 class SrtpTap:
     """The synchronous receive path of one DTLS transport (see `tap_rtp`)."""
 
-    __slots__ = ("dtls", "connection", "on_rtp", "packets", "errors", "_protocols", "_session", "_unprotect")
+    __slots__ = ("dtls", "connection", "on_rtp", "packets", "errors", "_protocols", "_session", "_unprotect",
+                 "_rtcp_ssrcs")
 
     def __init__(self, dtls: RTCDtlsTransport, connection: Any, on_rtp: RtpTap) -> None:
         self.dtls = dtls
@@ -128,6 +132,7 @@ class SrtpTap:
         self._protocols: list[Any] = []  # the protocols whose datagram_received we wrapped
         self._session: Any = None  # the receive session `_unprotect` was built for
         self._unprotect: Callable[[bytes], bytes | None] | None = None
+        self._rtcp_ssrcs: set[bytes] = set()  # sender SSRCs of the SRTCP this peer sent (in clear, RFC 3711)
 
     def attach(self) -> None:
         """Wrap `datagram_received` of every UDP protocol of the connection not wrapped yet
@@ -146,12 +151,29 @@ class SrtpTap:
         def datagram_received(data: Any, addr: Any) -> None:
             # RFC 7983: 128-191 is RTP/RTCP; RTCP packet types are 192-208 (aiortc's is_rtcp). The
             # SRTP receive session exists once the transport is CONNECTED (aiortc keys it first).
-            if len(data) > 11 and 127 < data[0] < 192 and not 191 < data[1] < 209 and dtls._state is _CONNECTED:
-                receive(data)
+            if len(data) > 11 and 127 < data[0] < 192 and dtls._state is _CONNECTED:
+                if not 191 < data[1] < 209:
+                    receive(data)
+                elif self._rtcp_allowed(data):
+                    original(data, addr)  # SRTCP: aiortc's path
             else:
                 original(data, addr)
 
         return datagram_received
+
+    def _rtcp_allowed(self, data: bytes) -> bool:
+        """libsrtp keeps a stream for every SSRC it authenticates and searches them linearly for
+        each packet: SRTCP from ever new sender SSRCs would slow down every later packet of this
+        peer. Beyond MAX_RTCP_SSRCS senders, a new one is dropped before decryption."""
+        ssrc = data[4:8]
+        seen = self._rtcp_ssrcs
+        if ssrc in seen:
+            return True
+        if len(seen) >= MAX_RTCP_SSRCS:
+            COUNTERS.rtcp_ssrc_refused += 1
+            return False
+        seen.add(ssrc)
+        return True
 
     def receive(self, data: bytes) -> None:
         dtls = self.dtls

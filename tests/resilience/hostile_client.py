@@ -22,7 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pylibsrtp
-from aiortc.rtp import RTCP_PSFB_APP, RTCP_PSFB_PLI, RTCP_RTPFB_NACK, RtcpPsfbPacket, RtcpRtpfbPacket, pack_remb_fci
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    pack_remb_fci,
+)
 from aiortc.sdp import SessionDescription
 
 from sfu.client import SfuClient
@@ -37,6 +45,7 @@ TICK_S = 0.01  # media abuse is paced in 10 ms ticks
 ANSWER_TIMEOUT_S = 10.0
 FLOOD_MESSAGES = 1000  # the server closes long before: burst 100 + 50 refused by default
 FRESH_SSRC_PACKETS = 2000  # the server cuts us off after 64 unclaimed SSRCs
+FRESH_RTCP_SSRCS = 1300  # the server decrypts SRTCP from at most 1024 sender SSRCs per connection
 REMB_ABSURD_BPS = (0, 1, 10**15, 0x3FFFF << 63)  # the last: the largest the 6-bit exponent encodes
 
 
@@ -46,6 +55,7 @@ class Report:
     errors: Counter[str] = field(default_factory=Counter)  # every `error` received, by code
     oversized_close_code: int | None = None  # a frame over the server's hard cap (4x the limit)
     fresh_ssrcs_sent: int = 0  # packets on a new SSRC each until the server closed our socket
+    fresh_rtcp_ssrcs_sent: int = 0  # receiver reports from a new sender SSRC each
     fresh_ssrc_close_code: int | None = None
     flood_sent: int = 0
     flood_close_code: int | None = None
@@ -267,6 +277,17 @@ class Hostile:
             pass
         self.report.fresh_ssrc_close_code = self.client._ws.close_code
 
+    async def fresh_rtcp_ssrcs(self) -> None:
+        """Receiver reports from a new sender SSRC each: SRTCP grows libsrtp's per-SSRC state too."""
+        for i in range(FRESH_RTCP_SSRCS):
+            if self.transport.state != "connected":
+                break
+            report = RtcpRrPacket(ssrc=self.rng.getrandbits(32))
+            await self._send(bytes(report), "fresh_rtcp_ssrc", self.report.rtcp_sent, self.report.rtcp_refused)
+            self.report.fresh_rtcp_ssrcs_sent += 1
+            if i % 20 == 19:
+                await asyncio.sleep(0.002)
+
     # -- garbage media ----------------------------------------------------------------------------
 
     async def _send(self, data: bytes, kind: str, sent: Counter[str], refused: Counter[str]) -> None:
@@ -358,6 +379,7 @@ class Hostile:
         await self.phase("flood", self.flood())
         await self.rejoin()
         await self.phase("rejoined", self.media_abuse(2.0, rtp_kinds=("unknown_ssrc", "unknown_payload_type")))
+        await self.phase("fresh_rtcp_ssrcs", self.fresh_rtcp_ssrcs())
         await self.client.close()
         return self.report
 

@@ -223,6 +223,7 @@ def _check_counters(before: dict[str, float], after: dict[str, float]) -> None:
     for name in ("sfu_rtp_packets_malformed_total", "sfu_rtp_packets_unroutable_total",
                  "sfu_rtp_packets_unknown_payload_type_total", "sfu_rtcp_packets_malformed_total"):
         assert rose(name, 100), f"{name} did not count the garbage"
+    assert rose("sfu_rtcp_packets_ssrc_refused_total", 100), "SRTCP from ever new sender SSRCs was decrypted"
     for code in SIGNALING_CODES:
         assert rose(f'sfu_signaling_errors_total{{code="{code}"}}'), f"no {code} error counted"
 
