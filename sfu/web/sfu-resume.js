@@ -12,6 +12,8 @@
  * server answers `resume_failed` (grace period over) or after RESUME_TIMEOUT_MS in all.
  */
 
+const LOG = '[sfu-client]'; // part of the client's log: one prefix to filter by
+
 /** A `disconnected` peer connection gets this long to recover by itself (ICE consent comes back). */
 export const DISCONNECTED_RESUME_MS = 2500;
 /** One attempt: the socket opens within this, and `joined` arrives within this after; else the
@@ -38,6 +40,44 @@ export const FINAL_CLOSE_CODES = new Set([1000, 1001, 1008, 4001, 4002, 4003]);
 export function backoffDelayMs(attempt, random = Math.random) {
   const base = Math.min(BACKOFF_MAX_MS, BACKOFF_FIRST_MS * 2 ** Math.max(0, attempt - 1));
   return Math.round(base * (1 - BACKOFF_JITTER + 2 * BACKOFF_JITTER * random()));
+}
+
+/**
+ * Makes attempts to resume, paced as above, until one gets through or there is no point.
+ * `attempt(timeoutMs)` resolves once resumed and rejects otherwise (with `code` 'resume_failed'
+ * when the server no longer holds us); `dropAttempt()` clears what a failed one left;
+ * `giveUp(reason)` ends the session. The loop stops as soon as `active()` turns false.
+ * @param {{progress: {lostAt: number, attempts: number}, timeoutMs: number, watch: LossWatch,
+ *          active: () => boolean, attempt: (timeoutMs: number) => Promise<any>,
+ *          dropAttempt: () => void, giveUp: (reason: string) => void}} resume
+ *   `progress` the client's record of this resume (`attempts` is counted here), `timeoutMs` from
+ *   `progress.lostAt` on.
+ */
+export async function resumeWithBackoff({ progress, timeoutMs, watch, active, attempt, dropAttempt, giveUp }) {
+  const deadline = progress.lostAt + timeoutMs;
+  while (active()) {
+    if (Date.now() >= deadline) {
+      giveUp(`could not resume within ${Math.round(timeoutMs / 1000)} s`);
+      return;
+    }
+    if (watch.online) { // offline, an attempt would fail at once: wait for `online`
+      progress.attempts += 1;
+      try {
+        await attempt(Math.min(ATTEMPT_TIMEOUT_MS, deadline - Date.now()));
+        return; // resumed: the client took over
+      } catch (err) {
+        if (!active()) return;
+        if (err.code === 'resume_failed') {
+          giveUp(`resume_failed: ${err.message}`);
+          return;
+        }
+        console.info(LOG, `resume attempt ${progress.attempts} failed: ${err.message}`);
+        dropAttempt(); // the socket, and whatever a half-done resume set up
+      }
+    }
+    const waitMs = backoffDelayMs(Math.max(1, progress.attempts));
+    await watch.waitBeforeRetry(Math.min(waitMs, Math.max(0, deadline - Date.now())));
+  }
 }
 
 /**
