@@ -78,6 +78,10 @@ def validate(sdp: str) -> None:
             # aiortc cannot answer it (RFC 3264's default sendrecv is not applied)
             raise SdpError("every m-section needs a direction (a=sendrecv/sendonly/recvonly/inactive)")
         mids.add(media.rtp.muxId)
+    ours = [(sec.kind, sec.mid) for sec in media_sections(sdp)]
+    theirs = [(media.kind, media.rtp.muxId) for media in parsed.media if media.kind in ("audio", "video")]
+    if ours != theirs:  # the server reads offers with media_sections and aiortc with its parser
+        raise SdpError("ambiguous m-sections (mids or kinds read differently)")
     for group in parsed.group:
         # RFC 8843 §7.2: a BUNDLE group names m-sections of this description. aiortc leaves a
         # transceiver without transport when it does not, and cannot even close the connection then.
@@ -88,8 +92,7 @@ def validate(sdp: str) -> None:
 def media_sections(sdp: str) -> list[MediaSection]:
     """The audio/video m-sections of an SDP, in order."""
     sections: list[MediaSection] = []
-    for block in re.split(r"(?m)^(?=m=)", sdp)[1:]:
-        lines = [line.rstrip("\r") for line in block.split("\n") if line.strip()]
+    for lines in _media_blocks(sdp):
         m_line = lines[0].split()
         kind = m_line[0][2:]
         if kind not in ("audio", "video") or len(m_line) < 2 or not m_line[1].isdigit():
@@ -105,6 +108,18 @@ def media_sections(sdp: str) -> list[MediaSection]:
         sec.send_rids = _simulcast_send_rids(lines)
         sections.append(sec)
     return sections
+
+
+def _media_blocks(sdp: str) -> list[list[str]]:
+    """The lines of each m-section, split exactly as aiortc splits them (str.splitlines: a stray
+    CR or other line break inside a line starts a new line for aiortc, and so it does here)."""
+    blocks: list[list[str]] = []
+    for line in sdp.splitlines():
+        if line.startswith("m="):
+            blocks.append([line])
+        elif blocks and line.strip():
+            blocks[-1].append(line)
+    return blocks
 
 
 def _read_attribute(sec: MediaSection, line: str, fid: list[tuple[int, int]]) -> None:
