@@ -53,6 +53,7 @@ class ServerSection(Section):
     shutdown_timeout_s: float = Field(default=5.0, gt=0)
     drain_timeout_s: float = Field(default=30.0, ge=0)
     debug_endpoints: bool = False
+    loop_heartbeat_s: float = Field(default=0.1, ge=0.005, le=10.0)
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSection:

@@ -32,7 +32,7 @@ LOOP_LAG_HISTOGRAM = Histogram(
     buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0), registry=REGISTRY)
 LOOP_BUSY_MAX = Gauge(
     "sfu_event_loop_busy_max_seconds",
-    "Longest CPU time the event-loop thread used between two 20 ms heartbeats since start: bounds the "
+    "Longest CPU time the event-loop thread used between two heartbeats since start: bounds the "
     "longest a single handler blocked the loop", registry=REGISTRY)
 LOOP_BLOCKED = Counter("sfu_event_loop_blocked", "Heartbeat intervals in which the loop thread used over 50 ms "
                        "of CPU without reaching its timers", registry=REGISTRY)

@@ -101,7 +101,7 @@ def start_server(tmp_path: Path, *extra_args: str, env: dict[str, str] | None = 
          # resume pass their own --resume-grace: the last flag wins)
          "--drain-timeout", "3", "--resume-grace", "2", *extra_args],
         cwd=ROOT, stdout=logf, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, **(env or {})},
+        env={"SFU_SERVER__LOOP_HEARTBEAT_S": "0.02", **os.environ, **(env or {})},  # a tight bound in tests
     )
     server = ServerProcess(proc=proc, port=port, host=host, log_path=log_path, scheme="https" if tls else "http")
     deadline = time.monotonic() + 20

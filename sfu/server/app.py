@@ -82,7 +82,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
 
 async def _on_startup(app: web.Application) -> None:
     app[WATCHDOG_KEY] = asyncio.ensure_future(watch_loop_lag())
-    app[BUSY_WATCH_KEY] = BusyWatch()
+    app[BUSY_WATCH_KEY] = BusyWatch(app[CONFIG_KEY].server.loop_heartbeat_s)
     app[BUSY_WATCH_KEY].start()
 
 

@@ -3,10 +3,12 @@
 - **Lag**: a task sleeps a fixed interval and records how late it woke up. Everything in the
   process shares one loop, so this delay is what every packet and message waits. On a busy host
   it also counts the time the process was not scheduled at all.
-- **Busy stretches**: a heartbeat every 20 ms reads this thread's CPU time. The CPU the loop
-  thread used between two heartbeats is work the loop did without getting back to its timers, so
-  its maximum bounds the longest any single handler blocked the loop (plus at most one heartbeat
-  period of other work), whatever else the host runs: time not scheduled is not CPU time.
+- **Busy stretches**: a heartbeat (`server.loop_heartbeat_s`, 100 ms; the tests use 20 ms) reads
+  this thread's CPU time. The CPU the loop thread used between two heartbeats is work the loop did
+  without getting back to its timers, so its maximum bounds the longest any single handler blocked
+  the loop (plus the other work of one heartbeat period: its length times the loop's CPU share),
+  whatever else the host runs: time not scheduled is not CPU time. Each beat wakes the loop:
+  measured +2.6 us per forwarded packet at 20 ms with 10 subscribers (1,100 packets/s).
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from sfu import metrics
 log = logging.getLogger(__name__)
 
 INTERVAL_S = 0.5
-HEARTBEAT_S = 0.02
+HEARTBEAT_S = 0.1
 BLOCKED_S = 0.05  # a stretch of CPU this long without reaching the timers is a blocked loop
 
 
