@@ -72,6 +72,9 @@ def validate(sdp: str) -> None:
         raise SdpError(f"invalid SDP: {exc}") from exc
     mids = set()
     for media in parsed.media:
+        if media.kind not in ("audio", "video", "application"):
+            # aiortc keeps it without a transceiver; bundled onto it, the others would get no transport
+            raise SdpError(f"unsupported m-section kind {media.kind[:20]!r}")
         if media.kind in ("audio", "video", "application") and not media.rtp.muxId:
             raise SdpError("every m-section needs a=mid")
         if media.kind in ("audio", "video") and media.direction is None:
@@ -82,10 +85,15 @@ def validate(sdp: str) -> None:
     theirs = [(media.kind, media.rtp.muxId) for media in parsed.media if media.kind in ("audio", "video")]
     if ours != theirs:  # the server reads offers with media_sections and aiortc with its parser
         raise SdpError("ambiguous m-sections (mids or kinds read differently)")
-    for group in parsed.group:
+    bundles = [group for group in parsed.group if group.semantic == "BUNDLE"]
+    if len(bundles) > 1:
+        # RFC 8843 §7.2.1 lets a mid be in one BUNDLE group only; aiortc handles one group (and
+        # left a transceiver without its remote DTLS parameters given two)
+        raise SdpError("more than one a=group:BUNDLE")
+    for group in bundles:
         # RFC 8843 §7.2: a BUNDLE group names m-sections of this description. aiortc leaves a
         # transceiver without transport when it does not, and cannot even close the connection then.
-        if group.semantic == "BUNDLE" and not {str(item) for item in group.items} <= mids:
+        if not {str(item) for item in group.items} <= mids:
             raise SdpError("a=group:BUNDLE names a mid that no m-section has")
 
 

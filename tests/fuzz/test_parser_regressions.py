@@ -42,6 +42,10 @@ async def test_a_remb_whose_ssrc_count_lies_is_counted_and_dropped_instead_of_en
     (lambda s: s.replace("a=group:BUNDLE 0", "a=group:BUNDLE 7 0"), "BUNDLE"),
     (lambda s: s.replace("a=sendonly\r\n", ""), "direction"),
     (lambda s: s.replace("a=rtcp:9 IN IP4 0.0.0.0", "a=rtcp:9 IN IP4 0,0.0.0"), "invalid SDP"),
+    # found by the long session run: aiortc's connect task then died on a transceiver without
+    # transport (bundled onto an m-section it keeps no transceiver for) or without remote DTLS
+    (lambda s: s.replace("m=video", "m=videoaudio"), "kind"),
+    (lambda s: s.replace("a=group:BUNDLE 0", "a=group:BUNDLE 0\r\na=group:BUNDLE 0"), "more than one"),
 ])
 def test_an_offer_aiortc_would_choke_on_later_is_refused_as_bad_sdp(change, reason) -> None:  # type: ignore[no-untyped-def]
     good = asyncio.run(offer_sdp())
