@@ -11,6 +11,7 @@ MIN_ESTIMATE_BPS = 30_000
 RISE_WEIGHT = 0.25  # an increase moves the estimate a quarter of the way per REMB...
 HIGH_LOSS = 0.10  # ...a decrease applies at once; loss above 10 % cuts the estimate
 LOSS_CUT = 0.85
+LOSS_REPORTS_KEPT = 16  # per stream: receivers report every ~1 s
 REPORT_FRESH_S = 3.0  # receivers report every ~1 s: an older report is of a stream that went away
 DECREASE_RATIO = 0.97  # a REMB this much below the previous one is the receiver backing off
 
@@ -24,7 +25,7 @@ class SubscriberEstimate:
     def __init__(self, initial_bps: int = INITIAL_ESTIMATE_BPS) -> None:
         self.estimate_bps = float(initial_bps)
         self.last_remb_bps = 0
-        self._loss: dict[int, tuple[float, float | None, float]] = {}  # ssrc -> (fraction, lossy since, when)
+        self._loss: dict[int, deque[tuple[float, float]]] = {}  # ssrc -> its recent (when, fraction lost)
         self.rembs = 0
         self._last_packet: object | None = None
         self.last_decrease_s = 0.0  # when the receiver last lowered its REMB: it saw queues grow
@@ -51,29 +52,44 @@ class SubscriberEstimate:
         """`fraction_lost` in 0..1 from one report block for our stream `ssrc`. Streams are kept
         apart: a paused video reports no loss (nothing was expected) while its audio loses."""
         now_s = time.monotonic() if now_s is None else now_s
-        previous = self._loss.get(ssrc)
         if fraction_lost > HIGH_LOSS:
             self.estimate_bps = max(MIN_ESTIMATE_BPS, self.estimate_bps * LOSS_CUT)
-            since = previous[1] if previous is not None and previous[1] is not None else now_s
-            self._loss[ssrc] = (fraction_lost, since, now_s)
-        else:
-            self._loss[ssrc] = (fraction_lost, None, now_s)
+        reports = self._loss.get(ssrc)
+        if reports is None:
+            reports = self._loss[ssrc] = deque(maxlen=LOSS_REPORTS_KEPT)
+        reports.append((now_s, fraction_lost))
         if len(self._loss) > 64:  # streams come and go: keep the recent ones
-            for stale in sorted(self._loss, key=lambda k: self._loss[k][2])[:len(self._loss) - 64]:
+            for stale in sorted(self._loss, key=lambda k: self._loss[k][-1][0])[:len(self._loss) - 64]:
                 del self._loss[stale]
 
-    def _recent_loss(self, now_s: float) -> list[tuple[float, float | None, float]]:
-        return [entry for entry in self._loss.values() if now_s - entry[2] <= REPORT_FRESH_S]
+    def _fresh_streams(self, now_s: float) -> list[deque[tuple[float, float]]]:
+        return [reports for reports in self._loss.values() if reports and now_s - reports[-1][0] <= REPORT_FRESH_S]
 
     @property
     def loss_fraction(self) -> float:
         """The highest loss among the latest reports of our streams (reports of the last 3 s)."""
-        return max((entry[0] for entry in self._recent_loss(time.monotonic())), default=0.0)
+        return max((reports[-1][1] for reports in self._fresh_streams(time.monotonic())), default=0.0)
+
+    def loss_summary(self, now_s: float) -> str:
+        """For the debug log: each fresh stream's latest loss and its mean over the last 3 s."""
+        return " ".join(f"{reports[-1][1]:.2f}/{self._mean_loss(reports, 3.0, now_s) or 0:.2f}"
+                        for reports in self._fresh_streams(now_s)) or "-"
+
+    @staticmethod
+    def _mean_loss(reports: deque[tuple[float, float]], window_s: float, now_s: float) -> float | None:
+        """Mean loss of the reports of the last `window_s`, or None unless they span most of it."""
+        recent = [(t, fraction) for t, fraction in reports if now_s - t <= window_s]
+        if len(recent) < 2 or now_s - recent[0][0] < window_s * 0.6:
+            return None
+        return sum(fraction for _, fraction in recent) / len(recent)
 
     def lossy_for(self, window_s: float, now_s: float) -> bool:
-        """Some stream has reported more than HIGH_LOSS in every report for `window_s` or more:
-        the link cannot carry what is sent, whatever the delay-based estimate says."""
-        return any(since is not None and now_s - since >= window_s for _, since, _ in self._recent_loss(now_s))
+        """Some stream's reports over the last `window_s` lost more than HIGH_LOSS on average:
+        the link cannot carry what is sent, whatever the delay-based estimate says. (A mean, not
+        every report: behind a tail-drop queue a report that saw a few packets through reads
+        clean between reports that saw none.)"""
+        return any((self._mean_loss(reports, window_s, now_s) or 0.0) > HIGH_LOSS
+                   for reports in self._fresh_streams(now_s))
 
     def held_below(self, limit_bps: float, window_s: float, now_s: float, already: bool = False) -> bool:
         """The receiver cut its REMB within the last `window_s`, every REMB since is below

@@ -36,7 +36,7 @@ PROBE_CHECK_S = 5.0  # after a probe: congestion within this time means the link
 PUBLISHER_REMB_BPS = 3_000_000  # what we tell publishers they may send (all layers of one track)
 PUBLISHER_REMB_EVERY_S = 1.0
 BUDGET_ROUNDING_BPS = 1_000  # see budget_bps
-SUSTAINED_LOSS_S = 2.0  # loss in every receiver report for this long: the link cannot carry even this
+SUSTAINED_LOSS_S = 3.0  # mean loss over this long above 10 %: the link cannot carry even this
 PROBE_BACKOFF_S = (4.0, 10.0)  # wait before the next probe: doubles per failure, resets on success
 
 
@@ -185,6 +185,11 @@ def allocate(participant: Participant, now_s: float) -> list[dict[str, Any]]:
     allocated = sum(d.layers[d.current].bitrate_bps for d in demands if d.current is not None) + fixed_bps
     bandwidth.allocated_bps = allocated
     bandwidth.check_congestion()
+    if log.isEnabledFor(logging.DEBUG) and demands:
+        log.debug("subscriber %s: estimate %.0f, REMB %d, loss %s, sent %.0f, allocated %.0f, congested %s/%s",
+                  participant.id, bandwidth.estimate.estimate_bps, bandwidth.estimate.last_remb_bps,
+                  bandwidth.estimate.loss_summary(now_s), bandwidth.receive_rate_bps, allocated,
+                  bandwidth.remb_congested, bandwidth.estimate.lossy_for(SUSTAINED_LOSS_S, now_s))
     if demands:
         metrics.observe_bandwidth_estimate(bandwidth.estimate.estimate_bps)
     probe = bandwidth.probe_allowed(now_s)

@@ -87,7 +87,8 @@ class CappedSubscriber:
 
 
 async def _setup(link: Link, tmp_path: Path) -> tuple[Any, SfuClient, Participant, CappedSubscriber, str]:
-    server = start_server(tmp_path, host="0.0.0.0")
+    # debug: the allocation loop logs each subscriber's estimate, loss and congestion every tick
+    server = start_server(tmp_path, "--log-level", "debug", host="0.0.0.0")
     url = f"http://127.0.0.1:{server.port}"
     publisher_client = SfuClient(url, "bw", "pub", auto_subscribe=False)
     uncapped = Participant(url, "bw", "uncapped")
@@ -102,6 +103,11 @@ async def _setup(link: Link, tmp_path: Path) -> tuple[Any, SfuClient, Participan
     capped = CappedSubscriber(proc)
     capped.start_reading()
     return server, publisher_client, uncapped, capped, track_id
+
+
+def allocation_log(server: Any) -> str:
+    """The allocation loop's lines (decisions and per-tick state), for a failure's report."""
+    return "\n".join(line[11:] for line in server.log().splitlines() if "sfu.room.allocation" in line)[-12000:]
 
 
 async def _teardown(server: Any, publisher_client: SfuClient, uncapped: Participant, capped: CappedSubscriber) -> None:
@@ -161,7 +167,8 @@ async def test_uncapped_stays_on_top_and_capped_pauses_below_the_lowest_layer_an
         # (100 kb/s) on top of it does not: the video must pause while the audio goes on
         capped_at = time.time()
         link.cap(150)
-        assert await wait_until(lambda: capped.layer() is None, 15), capped.last["quality"]
+        assert await wait_until(lambda: capped.layer() is None, 15), \
+            f"{capped.last['quality']}\n{allocation_log(server)}"
         paused_at = time.time()
         audio = capped.last["audio_frames"]
         assert await wait_until(lambda: capped.last["audio_frames"] > audio + 100, 8), "audio stopped while paused"

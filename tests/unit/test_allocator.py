@@ -191,22 +191,27 @@ def test_congestion_lasts_while_the_estimate_stays_flat_below_what_is_sent() -> 
     assert not estimate.held_below(60_000, 3.0, now_s=12, already=True), "a rising estimate ends it"
 
 
-def test_loss_is_sustained_only_when_every_report_of_one_stream_is_lossy_for_the_window() -> None:
+def test_lasting_loss_is_a_mean_over_the_window_per_stream() -> None:
     estimate = SubscriberEstimate()
-    estimate.on_loss(0.3, ssrc=1, now_s=100.0)
-    estimate.on_loss(0.0, ssrc=2, now_s=100.2)  # a paused video expects nothing: no loss
-    estimate.on_loss(0.4, ssrc=1, now_s=101.0)
-    assert not estimate.lossy_for(2.0, now_s=101.0)
-    estimate.on_loss(0.35, ssrc=1, now_s=102.1)
-    assert estimate.lossy_for(2.0, now_s=102.1), "stream 1 lossy in every report since 100.0"
-    estimate.on_loss(0.02, ssrc=1, now_s=103.0)
-    assert not estimate.lossy_for(2.0, now_s=103.0), "one clean report ends it"
+    estimate.on_loss(0.0, ssrc=2, now_s=99.0)  # a paused video expects nothing: no loss...
+    for t, fraction in ((100.0, 1.0), (101.0, 0.0), (102.0, 1.0), (103.0, 1.0)):  # tail drop: a clean one between
+        estimate.on_loss(fraction, ssrc=1, now_s=t)
+        estimate.on_loss(0.0, ssrc=2, now_s=t + 0.1)
+    assert estimate.lossy_for(3.0, now_s=103.1), "...and does not hide stream 1's loss; one clean report neither"
+    assert not estimate.lossy_for(3.0, now_s=100.5), "one report is not a lasting loss"
+
+
+def test_a_single_lossy_report_does_not_last() -> None:
+    estimate = SubscriberEstimate()
+    for t, fraction in ((100.0, 0.0), (101.0, 0.4), (102.0, 0.0), (103.0, 0.0), (104.0, 0.0), (105.0, 0.0)):
+        estimate.on_loss(fraction, ssrc=1, now_s=t)
+    assert not estimate.lossy_for(3.0, now_s=105.0)
 
 
 def test_a_stream_that_stopped_reporting_is_not_lossy_forever() -> None:
     estimate = SubscriberEstimate()
-    estimate.on_loss(0.5, ssrc=7, now_s=10.0)
-    estimate.on_loss(0.5, ssrc=7, now_s=12.5)
+    for t in (10.5, 11.5, 12.5):
+        estimate.on_loss(0.5, ssrc=7, now_s=t)
     assert estimate.lossy_for(2.0, now_s=12.5)
     assert not estimate.lossy_for(2.0, now_s=20.0), "its last report is stale"
 
