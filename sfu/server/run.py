@@ -32,6 +32,7 @@ async def serve(config: Config, unix_path: str | None = None, worker: int | None
 
     hooks.check_aiortc()
     rtcp_guard.install()
+    hooks.skip_receive_estimators()
     hooks.include_loopback_candidates(config.include_loopback_candidates)
     network = config.network
     media_ports.configure(network.media_addresses, network.udp_port_min, network.udp_port_max)
