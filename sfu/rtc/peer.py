@@ -23,26 +23,22 @@ from aiortc import (
 )
 from aiortc.rtp import (
     RTCP_PSFB_APP,
-    RTCP_PSFB_FIR,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
     RtcpPsfbPacket,
     pack_remb_fci,
-    unpack_remb_fci,
 )
 from aiortc.sdp import candidate_from_sdp
 
-from sfu.bwe.estimator import SubscriberEstimate, undelivered
+from sfu.bwe.estimator import SubscriberEstimate
 from sfu.media.counters import COUNTERS
 from sfu.media.downtrack import DownTrack, OutStream
 from sfu.media.relay import TrackRelay
 from sfu.media.rtp_header import find_extension
 from sfu.rtc import hooks, sdp
+from sfu.rtc.feedback import on_subscriber_rtcp
 from sfu.rtc.sdp import ROUTING_URIS, URI_MID, ExtmapIds, MediaSection, SdpError
 
 log = logging.getLogger(__name__)
 
-MAX_NACKED_PER_PACKET = 256  # sequence numbers honoured per NACK packet
 # libsrtp keeps state for every SSRC that authenticates and searches it linearly for every packet of
 # the transport: a peer sending many SSRCs makes each of its packets slower, on the loop all share
 MAX_UNKNOWN_SSRCS = 64  # distinct SSRCs no publication claims, per peer connection: more is abuse
@@ -213,7 +209,7 @@ class PeerSession:
                                 functools.partial(hooks.feed_sender_report, sender))
                 slot = Slot(transceiver, out)
                 self.slots.append(slot)
-                hooks.tap_sender_rtcp(sender, functools.partial(self._on_subscriber_rtcp, slot))
+                hooks.tap_sender_rtcp(sender, functools.partial(on_subscriber_rtcp, self.estimate, slot))
             slot.transceiver.direction = "sendonly"
             slot.track_id = track_id
             slot.downtrack = DownTrack(layers, slot.out, self.participant_id)
@@ -360,38 +356,6 @@ class PeerSession:
         publisher_ids = downtrack.layers[0].ext_ids
         return {in_id: section.extmaps[uri] for uri, in_id in publisher_ids.items()
                 if uri in section.extmaps and uri not in ROUTING_URIS}
-
-    async def _on_subscriber_rtcp(self, slot: Slot, packet: Any) -> None:
-        downtrack = slot.downtrack
-        name = type(packet).__name__
-        if name == "RtcpRtpfbPacket" and packet.fmt == RTCP_RTPFB_NACK:
-            COUNTERS.nack_received += 1
-            if downtrack is not None:
-                # one NACK can name thousands of packets (RFC 4585 §6.2.1 bitmasks); more than this
-                # many is a subscriber asking for a resend of seconds of video: answer the newest
-                downtrack.on_nack([seq & 0xFFFF for seq in packet.lost[-MAX_NACKED_PER_PACKET:]])
-        elif name == "RtcpPsfbPacket" and packet.fmt in (RTCP_PSFB_PLI, RTCP_PSFB_FIR):
-            if packet.fmt == RTCP_PSFB_PLI:
-                COUNTERS.pli_received += 1
-            else:
-                COUNTERS.fir_received += 1
-            if downtrack is not None:
-                downtrack.on_keyframe_request()
-        elif name == "RtcpPsfbPacket" and packet.fmt == RTCP_PSFB_APP:
-            COUNTERS.remb_received += 1
-            try:
-                bitrate_bps, _ = unpack_remb_fci(packet.fci)
-            except ValueError:
-                COUNTERS.rtcp_malformed += 1
-                return
-            self.estimate.on_remb(bitrate_bps, packet)
-        elif name in ("RtcpRrPacket", "RtcpSrPacket"):
-            for report in packet.reports:
-                if report.ssrc == slot.out.ssrc:
-                    out = slot.out
-                    lost, out.delivery_mark = undelivered(out.delivery_mark, out.sequencer.last_sequence_number,
-                                                          report.highest_sequence, report.packets_lost)
-                    self.estimate.on_loss(max(report.fraction_lost / 256, lost), report.ssrc)
 
     async def send_publisher_estimate(self, bitrate_bps: int) -> None:
         """REMB (draft-alvestrand-rmcat-remb) to this participant for all the SSRCs it publishes:

@@ -27,13 +27,13 @@ def tls_context(config: Config) -> ssl.SSLContext | None:
 async def serve(config: Config, unix_path: str | None = None, worker: int | None = None) -> int:
     """`unix_path`, `worker`: a worker process of `--workers N` (sfu.server.workers) listens on a
     private unix socket instead of `host:port`, and says which worker it is in /healthz."""
-    from sfu.rtc import hooks, media_ports, rtcp_guard
+    from sfu.rtc import media_ports, process_hooks, rtcp_guard
     from sfu.server.app import NODE_KEY, create_app
 
-    hooks.check_aiortc()
+    process_hooks.check_aiortc()
     rtcp_guard.install()
-    hooks.skip_receive_estimators()
-    hooks.include_loopback_candidates(config.include_loopback_candidates)
+    process_hooks.skip_receive_estimators()
+    process_hooks.include_loopback_candidates(config.include_loopback_candidates)
     network = config.network
     media_ports.configure(network.media_addresses, network.udp_port_min, network.udp_port_max)
     if config.auth.dev_mode and worker is None:

@@ -18,6 +18,7 @@ from sfu.media.keyframe import is_h264_keyframe, is_keyframe, is_vp8_keyframe, v
 from sfu.media.relay import TrackRelay
 from sfu.media.rtp_header import HeaderRewriter, find_extension, header_size, parse_fixed
 from sfu.media.vp8 import Vp8Munger, vp8_keyframe_size
+from sfu.rtc.feedback import on_subscriber_rtcp
 from sfu.rtc.peer import PeerSession, Slot
 
 PACKET_SEPARATOR = b"\xde\xad\xbe\xef"  # splits one input into several packets of one stream
@@ -135,7 +136,7 @@ class RtcpHarness:
         except struct.error:
             return  # a REMB whose SSRC count lies: aiortc raises this; sfu.rtc.rtcp_guard drops it
         for packet in packets:
-            await self.peer._on_subscriber_rtcp(self.slot, packet)
+            await on_subscriber_rtcp(self.peer.estimate, self.slot, packet)
             await self.sender._handle_rtcp_packet(packet)
             await self.receiver._handle_rtcp_packet(packet)
 

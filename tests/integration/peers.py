@@ -19,7 +19,7 @@ from aiortc.rtp import RtpPacket, is_rtcp
 from av import AudioFrame, VideoFrame
 
 from sfu.client import SfuClient
-from sfu.rtc.hooks import include_loopback_candidates
+from sfu.rtc.process_hooks import include_loopback_candidates
 
 include_loopback_candidates(True)  # the clients run on loopback like the server
 

@@ -393,7 +393,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=9)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
-    from sfu.rtc.hooks import include_loopback_candidates
+    from sfu.rtc.process_hooks import include_loopback_candidates
 
     include_loopback_candidates(True)
     hostile = Hostile(args.url, args.room, args.media_s, args.pps, args.seed)
