@@ -8,10 +8,7 @@ keeps decoding as the same track. Cut past the grace period, it is removed and t
 from __future__ import annotations
 
 import asyncio
-import json
-import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import ROOT, start_server
+from tests.conftest import start_server
 from tests.integration.peers import Participant, wait_until
-from tests.network.netns import run, veth_namespace
+from tests.network.netns import NamespaceProcess, run, veth_namespace
 
 pytestmark = [pytest.mark.slow]
 
@@ -34,31 +31,10 @@ def namespace() -> Iterator[tuple[str, str]]:
         yield names
 
 
-class Traveller:
-    def __init__(self, namespace: str, port: int, room: str, seconds: float) -> None:
-        self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.network.resuming_peer",
-             f"http://{HOST_ADDRESS}:{port}", room, str(seconds)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        self.lines: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            try:
-                self.lines.append(json.loads(raw))
-            except ValueError:
-                pass
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.lines[-1] if self.lines else {"frames": 0, "id": None, "state": "-", "resumes": 0}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+def start_traveller(namespace: str, port: int, room: str, seconds: float) -> NamespaceProcess:
+    """tests/network/resuming_peer.py in the namespace."""
+    return NamespaceProcess(namespace, "tests.network.resuming_peer", f"http://{HOST_ADDRESS}:{port}", room,
+                            str(seconds), empty={"frames": 0, "id": None, "state": "-", "resumes": 0})
 
 
 async def test_a_cut_shorter_than_the_grace_period_resumes_without_anyone_noticing(
@@ -66,10 +42,10 @@ async def test_a_cut_shorter_than_the_grace_period_resumes_without_anyone_notici
     ns, host_if = namespace
     server = start_server(tmp_path, "--resume-grace", "15", host="0.0.0.0")
     watcher = Participant(f"http://127.0.0.1:{server.port}", "cut", "watcher")
-    traveller: Traveller | None = None
+    traveller: NamespaceProcess | None = None
     try:
         await watcher.join(video_size=(160, 120))
-        traveller = Traveller(ns, server.port, "cut", 60)
+        traveller = start_traveller(ns, server.port, "cut", 60)
         assert await wait_until(lambda: traveller.last["frames"] > 20, 30), traveller.last
         traveller_id = traveller.last["id"]
         assert await wait_until(lambda: bool(watcher.from_participant(traveller_id, "video")), 10)
@@ -114,10 +90,10 @@ async def test_a_cut_longer_than_the_grace_period_removes_the_participant(
     ns, host_if = namespace
     server = start_server(tmp_path, "--resume-grace", "3", host="0.0.0.0")
     watcher = Participant(f"http://127.0.0.1:{server.port}", "gone", "watcher")
-    traveller: Traveller | None = None
+    traveller: NamespaceProcess | None = None
     try:
         await watcher.join(video_size=(160, 120))
-        traveller = Traveller(ns, server.port, "gone", 60)
+        traveller = start_traveller(ns, server.port, "gone", 60)
         assert await wait_until(lambda: traveller.last["frames"] > 10, 30), traveller.last
         traveller_id = traveller.last["id"]
         assert await wait_until(lambda: bool(watcher.from_participant(traveller_id, "video")), 10)

@@ -38,9 +38,9 @@ from av import VideoFrame
 from sfu.media.keyframe import is_vp8_keyframe
 from sfu.media.rtp_header import header_size
 from sfu.rtc.hooks import SEND_QUEUE_LIMIT_BYTES
-from tests.conftest import ROOT, ServerProcess, start_server
+from tests.conftest import ServerProcess, start_server
 from tests.integration.peers import Participant, PatternVideo, wait_until
-from tests.network.netns import run, veth_namespace
+from tests.network.netns import NamespaceProcess, run, veth_namespace
 
 pytestmark = [pytest.mark.slow]
 
@@ -200,39 +200,10 @@ class Watcher(Participant):
                 "latency_p95_ms": round(1000 * latencies[int(0.95 * (len(latencies) - 1))], 2) if latencies else None}
 
 
-@dataclass
-class SlowSubscriber:
+def start_slow_subscriber(namespace: str, url: str, room: str, seconds: float) -> NamespaceProcess:
     """tests/network/slow_subscriber.py in the namespace, and the JSON lines it printed."""
-
-    proc: subprocess.Popen[str]
-    lines: list[dict[str, Any]] = field(default_factory=list)
-
-    @classmethod
-    def start(cls, namespace: str, url: str, room: str, seconds: float) -> SlowSubscriber:
-        proc = subprocess.Popen(
-            ["ip", "netns", "exec", namespace, sys.executable, "-m", "tests.network.slow_subscriber", url, room,
-             str(seconds)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        me = cls(proc)
-        threading.Thread(target=me._read, daemon=True).start()
-        return me
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
-            try:
-                self.lines.append(json.loads(raw))
-            except ValueError:
-                continue
-
-    @property
-    def last(self) -> dict[str, Any]:
-        return self.lines[-1] if self.lines else {"t": 0, "video_frames": 0, "packets": 0, "rtx_packets": 0,
-                                                  "bytes": 0}
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
+    return NamespaceProcess(namespace, "tests.network.slow_subscriber", url, room, str(seconds),
+                            empty={"t": 0, "video_frames": 0, "packets": 0, "rtx_packets": 0, "bytes": 0})
 
 
 @dataclass
@@ -317,7 +288,7 @@ async def run_phase(seconds: float, probe: ServerProbe, server: ServerProcess) -
     return phase
 
 
-def slow_figures(slow: SlowSubscriber, sent: SentLog, phase: Phase) -> dict[str, Any]:
+def slow_figures(slow: NamespaceProcess, sent: SentLog, phase: Phase) -> dict[str, Any]:
     """What reached the slow subscriber while capped, and how far behind the live stream it was:
     at each of its reports, the age of the newest media packet it had."""
     lines = [line for line in slow.lines if phase.start <= line["t"] <= phase.end + 0.5]
@@ -359,13 +330,13 @@ async def test_capped_subscriber_does_not_slow_the_others(link: Link, tmp_path: 
     sent = SentLog()
     publisher = Participant(url, "ss", "pub")
     watchers = [Watcher(url, "ss", f"uncapped{i}", sent) for i in range(2)]
-    slow: SlowSubscriber | None = None
+    slow: NamespaceProcess | None = None
     try:
         await join_all(publisher, sent, watchers)
         probe.start()
         alone = await run_phase(PHASE_1_S, probe, server)
         cap_kbit = max(64, int(sent.bitrate_bps(alone.start, alone.end) * CAP_RATIO / 1000))
-        slow = SlowSubscriber.start(link.namespace, f"http://{HOST_ADDRESS}:{server.port}", "ss", 120)
+        slow = start_slow_subscriber(link.namespace, f"http://{HOST_ADDRESS}:{server.port}", "ss", 120)
         assert await wait_until(lambda: slow.last["video_frames"] > 10, 40), f"slow subscriber: {slow.last}"
         link.cap(cap_kbit, queue)
         capped = await run_phase(PHASE_2_S, probe, server)
@@ -384,7 +355,7 @@ async def test_capped_subscriber_does_not_slow_the_others(link: Link, tmp_path: 
         assert server.stop() == 0, server.log()[-3000:]
 
 
-def build_report(queue: str, cap_kbit: int, sent: SentLog, watchers: list[Watcher], slow: SlowSubscriber,
+def build_report(queue: str, cap_kbit: int, sent: SentLog, watchers: list[Watcher], slow: NamespaceProcess,
                  probe: ServerProbe, link: Link, phases: list[Phase]) -> dict[str, Any]:
     capped = phases[1]
     return {

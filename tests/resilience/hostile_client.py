@@ -23,20 +23,21 @@ from typing import Any
 
 import pylibsrtp
 from aiortc.rtp import (
-    RTCP_PSFB_APP,
-    RTCP_PSFB_PLI,
-    RTCP_RTPFB_NACK,
-    RtcpPsfbPacket,
     RtcpRrPacket,
-    RtcpRtpfbPacket,
-    pack_remb_fci,
 )
 from aiortc.sdp import SessionDescription
 
 from sfu.client import SfuClient
 from tests.integration.peers import PatternVideo
 from tests.integration.test_bad_input import _BROKEN_SDP, _open
-from tests.resilience.hostile_packets import FRESH_SSRC, RTCP_KINDS, RTP_KINDS, RtcpGarbage, RtpGarbage
+from tests.resilience.hostile_packets import (
+    FRESH_SSRC,
+    RTCP_KINDS,
+    RTP_KINDS,
+    RtcpGarbage,
+    RtpGarbage,
+    feedback_storm,
+)
 
 log = logging.getLogger("hostile")
 
@@ -46,7 +47,6 @@ ANSWER_TIMEOUT_S = 10.0
 FLOOD_MESSAGES = 1000  # the server closes long before: burst 100 + 50 refused by default
 FRESH_SSRC_PACKETS = 2000  # the server cuts us off after 64 unclaimed SSRCs
 FRESH_RTCP_SSRCS = 1300  # the server decrypts SRTCP from at most 1024 sender SSRCs per connection
-REMB_ABSURD_BPS = (0, 1, 10**15, 0x3FFFF << 63)  # the last: the largest the 6-bit exponent encodes
 
 
 @dataclass
@@ -325,28 +325,10 @@ class Hostile:
             if storms:
                 for kind in RTCP_KINDS:
                     await self._send(rtcp.build(kind), kind, self.report.rtcp_sent, self.report.rtcp_refused)
-                for packet, kind in self._feedback(tick):
+                for packet, kind in feedback_storm(self.own_ssrc, self.report.targets, self.received_seq, tick):
                     await self._send(packet, kind, self.report.rtcp_sent, self.report.rtcp_refused)
             tick += 1
             await asyncio.sleep(max(0.0, TICK_S - (loop.time() - started)))
-
-    def _feedback(self, tick: int) -> list[tuple[bytes, str]]:
-        out: list[tuple[bytes, str]] = []
-        own = self.own_ssrc
-        for target in self.report.targets:
-            out.append((bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=own, media_ssrc=target)), "pli"))
-            fir_fci = target.to_bytes(4, "big") + bytes([tick & 0xFF, 0, 0, 0])
-            out.append((bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=own, media_ssrc=target, fci=fir_fci)), "fir"))
-            last = self.received_seq.get(target)
-            if last is not None and last >= 256:  # the newest 256: all still in the server's cache
-                lost = list(range(last - 255, last + 1))
-                out.append((bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=own, media_ssrc=target, lost=lost)),
-                            "nack_256"))
-        bps = REMB_ABSURD_BPS[tick % len(REMB_ABSURD_BPS)]
-        remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=own, media_ssrc=0,
-                              fci=pack_remb_fci(bps, self.report.targets or [own]))
-        out.append((bytes(remb), "remb_absurd"))
-        return out
 
     # -- the run ----------------------------------------------------------------------------------
 

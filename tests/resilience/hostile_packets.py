@@ -9,7 +9,17 @@ from __future__ import annotations
 import random
 import struct
 
-from aiortc.rtp import RtcpReceiverInfo, RtcpRrPacket
+from aiortc.rtp import (
+    RTCP_PSFB_APP,
+    RTCP_PSFB_FIR,
+    RTCP_PSFB_PLI,
+    RTCP_RTPFB_NACK,
+    RtcpPsfbPacket,
+    RtcpReceiverInfo,
+    RtcpRrPacket,
+    RtcpRtpfbPacket,
+    pack_remb_fci,
+)
 
 RTP_KINDS = (
     "random_v2",  # random bytes whose first byte says version 2 (SSRC: one of the unknown ones)
@@ -117,3 +127,25 @@ class RtcpGarbage:
         if kind == "tiny":
             return struct.pack("!BBH", 0x80, 201, 0)
         raise ValueError(kind)
+
+
+REMB_ABSURD_BPS = (0, 1, 10**15, 0x3FFFF << 63)  # the last: the largest the 6-bit exponent encodes
+
+
+def feedback_storm(own: int, targets: list[int], received_seq: dict[int, int], tick: int) -> list[tuple[bytes, str]]:
+    """One tick of feedback abuse: a PLI, a FIR and a NACK of the newest 256 packets (all still in the
+    server's cache) for every target, and an absurd REMB."""
+    out: list[tuple[bytes, str]] = []
+    for target in targets:
+        out.append((bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_PLI, ssrc=own, media_ssrc=target)), "pli"))
+        fir_fci = target.to_bytes(4, "big") + bytes([tick & 0xFF, 0, 0, 0])
+        out.append((bytes(RtcpPsfbPacket(fmt=RTCP_PSFB_FIR, ssrc=own, media_ssrc=target, fci=fir_fci)), "fir"))
+        last = received_seq.get(target)
+        if last is not None and last >= 256:
+            lost = list(range(last - 255, last + 1))
+            out.append((bytes(RtcpRtpfbPacket(fmt=RTCP_RTPFB_NACK, ssrc=own, media_ssrc=target, lost=lost)),
+                        "nack_256"))
+    bps = REMB_ABSURD_BPS[tick % len(REMB_ABSURD_BPS)]
+    remb = RtcpPsfbPacket(fmt=RTCP_PSFB_APP, ssrc=own, media_ssrc=0, fci=pack_remb_fci(bps, targets or [own]))
+    out.append((bytes(remb), "remb_absurd"))
+    return out

@@ -8,23 +8,14 @@ aiortc's own offers), so the failure is injected into aiortc's createAnswer."""
 from __future__ import annotations
 
 import pytest
-from aiortc import RTCPeerConnection
 
 from sfu.rtc.peer import PeerSession
 from sfu.rtc.sdp import SdpError
-
-
-async def _client_offer() -> str:
-    pc = RTCPeerConnection()
-    pc.addTransceiver("video", direction="sendonly")
-    await pc.setLocalDescription(await pc.createOffer())
-    offer = pc.localDescription.sdp
-    await pc.close()
-    return offer
+from tests.fuzz.test_parser_regressions import offer_sdp
 
 
 async def test_a_failure_after_the_remote_description_was_applied_is_flagged_unusable() -> None:
-    offer = await _client_offer()
+    offer = await offer_sdp()
     peer = PeerSession("PA_test", [])
     try:
         async def broken_answer() -> None:
@@ -40,7 +31,7 @@ async def test_a_failure_after_the_remote_description_was_applied_is_flagged_unu
 
 
 async def test_an_offer_refused_before_it_was_applied_leaves_the_connection_usable() -> None:
-    offer = (await _client_offer()).replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 7")  # names a missing mid
+    offer = (await offer_sdp()).replace("a=group:BUNDLE 0", "a=group:BUNDLE 0 7")  # names a missing mid
     peer = PeerSession("PA_test", [])
     try:
         with pytest.raises(SdpError) as caught:
