@@ -13,6 +13,14 @@ source scripts/lib.sh
 if ! "$PYTHON" -c 'import ensurepip, venv' 2>/dev/null; then
   apt_install python3-venv python3-pip
 fi
+# The C forwarding step (csrc/, sfu._fastpath) needs a C compiler and the Python headers; without
+# them the package still installs and forwards in Python (slower: benchmarks/README.md).
+if ! command -v cc >/dev/null 2>&1; then
+  apt_install gcc libc6-dev || echo "setup: no C compiler; the C forwarding step will not be built" >&2
+fi
+if [ ! -f "$("$PYTHON" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')/Python.h" ]; then
+  apt_install python3-dev || echo "setup: no Python headers; the C forwarding step will not be built" >&2
+fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi

@@ -10,16 +10,19 @@ from collections.abc import Callable
 from struct import pack_into
 from typing import Protocol
 
+from sfu.media import fastpath
 from sfu.media.counters import COUNTERS
 from sfu.media.keyframe import is_keyframe
 from sfu.media.packet_cache import PacketCache
 from sfu.media.relay import TrackRelay
 from sfu.media.rtp_header import HeaderRewriter, header_size
-from sfu.media.sequencer import Sequencer
+from sfu.media.sequencer import Sequencer as PySequencer
 from sfu.media.vp8 import Vp8Munger
 
 PACKET_CACHE_SIZE = 1024  # packets per outgoing stream kept for NACK (≥ 500: ~1 s of 4 Mb/s video)
 KEYFRAME_RETRY_S = 1.0  # while gated, ask again if no keyframe arrived within this time
+# The C sequencer when the C forwarding step is on (it maps packets on it directly), else the reference
+Sequencer = fastpath.Sequencer or PySequencer
 
 
 class Writer(Protocol):
@@ -274,3 +277,6 @@ class DownTrack:
         for relay in self.layers:
             relay.remove(self)
         self.source_ended()
+
+
+fastpath.register(DownTrack)

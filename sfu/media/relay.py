@@ -8,6 +8,7 @@ from collections.abc import Callable
 from struct import Struct
 from typing import TYPE_CHECKING
 
+from sfu.media import fastpath
 from sfu.media.counters import COUNTERS
 from sfu.media.keyframe import is_vp8_keyframe, vp8_payload_offset
 from sfu.media.rtp_header import header_size
@@ -87,10 +88,14 @@ class TrackRelay:
             return
         if mime == "video/vp8" and size > header_bytes and data[header_bytes] & 0x10:
             self._note_keyframe_size(data, header_bytes)
-        sent = 0
-        for downtrack in self.downtracks:
-            if downtrack.write(data, payload_type, mime, sequence_number, timestamp, header_bytes, self):
-                sent += 1
+        fanout = fastpath.fanout
+        if fanout is not None and type(data) is bytes:  # the C step (DownTrack.write for what it does not serve)
+            sent = fanout(self.downtracks, data, payload_type, mime, sequence_number, timestamp, header_bytes, self)
+        else:
+            sent = 0
+            for downtrack in self.downtracks:
+                if downtrack.write(data, payload_type, mime, sequence_number, timestamp, header_bytes, self):
+                    sent += 1
         if sent:  # the rewrite never changes a packet's length
             COUNTERS.rtp_forwarded += sent
             COUNTERS.rtp_forwarded_bytes += sent * size

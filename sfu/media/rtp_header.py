@@ -196,6 +196,17 @@ class HeaderRewriter:
         )
         return out
 
+    def template(self, buf: bytes | bytearray) -> bytes | bytearray | None:
+        """`buf` with its extension block rewritten (the same object when it has none), before the
+        per-subscriber fields; None if malformed. Memoized like `rewrite`; the caller must not mutate it
+        (sfu._fastpath copies it)."""
+        if buf is self._memo_in:
+            return self._memo_out
+        template = self._rewrite_extensions(buf)
+        if template is not None and type(buf) is bytes:
+            self._memo_in, self._memo_out = buf, template
+        return template
+
     def _rewrite_extensions(self, buf: bytes | bytearray) -> bytes | bytearray | None:
         """`buf` itself when it has no extension block, else a copy with the block rewritten; None if
         the packet is malformed."""

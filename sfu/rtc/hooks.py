@@ -16,6 +16,7 @@ from aioice.ice import StunProtocol
 from aiortc import RTCDtlsTransport, RTCRtpReceiver, RTCRtpSender
 from aiortc.rtcdtlstransport import State as DtlsState
 
+from sfu.media import fastpath
 from sfu.media.counters import COUNTERS
 
 log = logging.getLogger(__name__)
@@ -200,7 +201,7 @@ class RtpWriter:
     Bounded per subscriber: while the transport's send queue holds SEND_QUEUE_LIMIT_BYTES, packets are
     dropped here (`drops`), for this subscriber alone; its NACKs ask for them again once it drains."""
 
-    __slots__ = ("dtls", "packets", "bytes", "errors", "drops", "_nominated", "_pair", "_session", "_send",
+    __slots__ = ("dtls", "packets", "bytes", "errors", "drops", "sink", "_nominated", "_pair", "_session", "_send",
                  "_queued", "_addr", "_srtp", "_cdata", "_buffer", "_limit", "_length")
 
     def __init__(self, dtls: RTCDtlsTransport) -> None:
@@ -209,6 +210,9 @@ class RtpWriter:
         self.bytes = 0
         self.errors = 0
         self.drops = 0
+        # the C protect + sendto for the bound pair (sfu.media.fastpath), None without it or for TURN;
+        # the fan-out sends through it directly and counts there (`sink.stats`), not in packets/bytes
+        self.sink: Any = None
         self._nominated: dict[int, Any] | None = None  # aioice Connection._nominated (never rebound)
         self._pair: Any = None
         self._session: Any = None  # the pylibsrtp.Session `_srtp`/`_cdata`/`_buffer` belong to
@@ -237,8 +241,10 @@ class RtpWriter:
         if pair is None or session is None:
             return False
         protocol = pair.protocol
+        self.sink = None
         if type(protocol) is StunProtocol:
             self._send = protocol.transport.sendto
+            self.sink = _make_sink(dtls, nominated, pair, session, protocol.transport)
             # asyncio's and uvloop's datagram transports have it (typeshed lists it on WriteTransport only)
             self._queued = getattr(protocol.transport, "get_write_buffer_size", _nothing_queued)
         else:  # a TURN-relayed pair: its send_data wraps the datagram, so go through it (not bounded)
@@ -271,6 +277,14 @@ class RtpWriter:
         if self._queued() >= SEND_QUEUE_LIMIT_BYTES:  # before SRTP: a dropped packet costs nothing more
             self.drops += 1
             COUNTERS.send_queue_drops += 1
+            return False
+        sink = self.sink
+        if sink is not None:
+            if sink.send(data):
+                self.packets += 1
+                self.bytes += len(data)
+                return True
+            self.errors += 1
             return False
         srtp = self._srtp
         if srtp is not None:
@@ -317,6 +331,24 @@ def _nothing_queued() -> int:
     return 0
 
 
+def _make_sink(dtls: RTCDtlsTransport, nominated: dict[int, Any], pair: Any, session: Any, transport: Any) -> Any:
+    """The C sink for this pair (sfu.media.fastpath.Sink), or None if the C step is off or the socket,
+    address or SRTP session cannot be read (then RtpWriter protects and sends in Python)."""
+    if fastpath.Sink is None:
+        return None
+    sock = transport.get_extra_info("socket")
+    srtp = fastpath.srtp_address(session)
+    queued = getattr(transport, "get_write_buffer_size", None)
+    if sock is None or not srtp or queued is None:
+        return None
+    try:
+        return fastpath.Sink(dtls=dtls, nominated=nominated, pair=pair, session=session, srtp=srtp,
+                             fd=sock.fileno(), addr=pair.remote_addr, queued=queued, fallback=transport.sendto)
+    except (ValueError, TypeError, OSError) as exc:
+        log.debug("no C sink for %s: %s", pair.remote_addr, exc)
+        return None
+
+
 def tap_sender_rtcp(sender: RTCRtpSender, on_rtcp: RtcpTap) -> None:
     """Give every RTCP packet that aiortc routes to this sender (RR, NACK, PLI, FIR, REMB for its
     SSRC) to `on_rtcp` first. aiortc's own handler still sees receiver reports (RTT statistics);
@@ -339,7 +371,7 @@ def tap_sender_rtcp(sender: RTCRtpSender, on_rtcp: RtcpTap) -> None:
     sender._sfu_tapped = True  # type: ignore[attr-defined]
 
 
-def feed_sender_report(sender: RTCRtpSender, rtp_timestamp: int, payload_bytes: int, packets: int = 1) -> None:
+def _feed_sender_report(sender: RTCRtpSender, rtp_timestamp: int, payload_bytes: int, packets: int = 1) -> None:
     """aiortc's sender builds its RTCP SR from counters that only its encoder loop updates; the SFU
     writes around that loop, so it keeps them current (NTP time of the last packet sent, its RTP
     timestamp, packet and octet counts) or subscribers get an SR mapping RTP 0 to NTP 0.
@@ -354,6 +386,10 @@ def feed_sender_report(sender: RTCRtpSender, rtp_timestamp: int, payload_bytes: 
     sender._RTCRtpSender__rtp_timestamp = rtp_timestamp  # type: ignore[attr-defined]
     sender._RTCRtpSender__octet_count += payload_bytes  # type: ignore[attr-defined]
     sender._RTCRtpSender__packet_count += packets  # type: ignore[attr-defined]
+
+
+# the C version (same effect) when the C step is on: it runs once per frame per subscriber
+feed_sender_report = fastpath.feed_sender_report or _feed_sender_report
 
 
 async def send_pli(receiver: RTCRtpReceiver, media_ssrc: int) -> None:

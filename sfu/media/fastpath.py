@@ -1,0 +1,79 @@
+"""The optional C forwarding step (`sfu._fastpath`, sources in csrc/, docs/fastpath.md).
+
+`fanout`, `Sequencer`, `Sink` and `feed_sender_report` are the C versions, or None when the
+extension is not built (no C compiler at install time), when `SFU_FASTPATH=0` is set (to compare
+both paths in one run: benchmarks/README.md), or when pylibsrtp's or aiortc's internals it relies
+on are not what it expects. The Python code paths stay the reference and serve every case the C
+step does not (see `sfu._fastpath.fanout`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+fanout: Any = None
+Sequencer: Any = None
+Sink: Any = None
+feed_sender_report: Any = None
+SRTP_PROTECT_ADDRESS = 0
+UNAVAILABLE_REASON = ""
+
+
+def _load() -> str:
+    """Bind the module's names; returns why the C step is off, "" if it is on."""
+    global fanout, Sequencer, Sink, feed_sender_report, SRTP_PROTECT_ADDRESS
+    if os.environ.get("SFU_FASTPATH", "1").strip().lower() in ("0", "false", "no", "off"):
+        return "disabled by SFU_FASTPATH"
+    try:
+        from sfu import _fastpath  # type: ignore[attr-defined]
+    except ImportError as exc:
+        return f"not built ({exc})"
+    try:
+        from aiortc.rtcdtlstransport import State
+        from pylibsrtp._binding import ffi, lib
+
+        # libsrtp 2's srtp_protect(srtp_t, void *, int *), from the very copy pylibsrtp's sessions use
+        protect = ffi.addressof(lib, "srtp_protect")
+        if ffi.typeof(protect).cname != "srtp_err_status_t(*)(struct srtp_ctx_t_ *, void *, int *)":
+            return f"unexpected srtp_protect signature {ffi.typeof(protect).cname}"
+        address = int(ffi.cast("uintptr_t", protect))
+    except (ImportError, AttributeError) as exc:
+        return f"pylibsrtp/aiortc internals differ ({exc})"
+    global _connected_state
+    _connected_state = State.CONNECTED
+    fanout, Sequencer, Sink = _fastpath.fanout, _fastpath.Sequencer, _fastpath.Sink
+    feed_sender_report = _fastpath.feed_sender_report
+    SRTP_PROTECT_ADDRESS = address
+    return ""
+
+
+_connected_state: Any = None
+
+
+def register(downtrack_type: type) -> None:
+    """Called by sfu.media.downtrack once DownTrack exists: the C step serves objects of exactly
+    this type (a relay's other listeners, e.g. the audio-level observer, keep their `write`). Until
+    then `fanout` hands every packet to `write`."""
+    if fanout is None:
+        return
+    from sfu import _fastpath  # type: ignore[attr-defined]
+    from sfu.media.counters import COUNTERS
+
+    _fastpath.configure(_connected_state, SRTP_PROTECT_ADDRESS, COUNTERS, downtrack_type)
+
+
+UNAVAILABLE_REASON = _load()
+ENABLED = not UNAVAILABLE_REASON
+
+
+def srtp_address(session: Any) -> int:
+    """The C address of a pylibsrtp.Session's srtp_t, 0 if it cannot be read."""
+    try:
+        from pylibsrtp._binding import ffi
+
+        return int(ffi.cast("uintptr_t", session._srtp[0]))
+    except (ImportError, AttributeError, TypeError):
+        return 0
