@@ -29,10 +29,9 @@ extern fp_config_t fp_config;
 
 /* Interned attribute names, made by fp_intern_names(). */
 typedef struct {
-    PyObject *ready, *current, *target, *munger, *out, *writer, *sink, *sequencer, *pt_map, *rewriter,
-        *template_, *ssrc, *cache, *mask, *sequence_numbers, *packets, *put, *packets_sent, *bytes_sent,
-        *unreported_packets, *unreported_bytes, *report_every_packet, *on_sent, *last_sent_s, *write,
-        *state, *tx_srtp, *send_failures, *ntp_timestamp, *rtp_timestamp, *octet_count, *packet_count,
+    PyObject *writer, *sink, *sequencer, *template_, *ssrc, *cache, *mask, *sequence_numbers, *packets,
+        *tally, *on_sent, *last_sent_s, *write,
+        *lane, *state, *tx_srtp, *send_failures, *ntp_timestamp, *rtp_timestamp, *octet_count, *packet_count,
         *one;
 } fp_names_t;
 
@@ -83,6 +82,32 @@ int fp_sink_ready(fp_sink_t *sink);
 int fp_sink_transmit(fp_sink_t *sink, uint8_t *buf, int len, int queue_empty);
 /* 1 if nothing waits in the transport's user-space queue, 0 if something does, -1 on error. */
 int fp_sink_queue_empty(fp_sink_t *sink);
+
+/* lane.c */
+typedef struct {
+    PyObject_HEAD
+    long long packets, bytes;
+} fp_tally_t;
+
+extern PyTypeObject fp_tally_type;
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *out;           /* sfu.media.downtrack.OutStream */
+    PyObject *sequencer;     /* out.sequencer (fp_sequencer_t) */
+    PyObject *tally;         /* out.tally (fp_tally_t) */
+    PyObject *cache_seqs;    /* out.cache._sequence_numbers */
+    PyObject *cache_packets; /* out.cache._packets */
+    PyObject *relay;         /* served here while it is the source; None otherwise */
+    PyObject *pt_map;        /* mime -> subscriber payload type */
+    PyObject *rewriter;      /* HeaderRewriter */
+    uint16_t mask;
+    uint32_t ssrc;
+    int every; /* audio: every packet is a frame for the sender report */
+    unsigned long long packets_sent, bytes_sent;
+} fp_lane_t;
+
+extern PyTypeObject fp_lane_type;
 
 /* module.c */
 int fp_add_to_attr(PyObject *obj, PyObject *name, long long delta);

@@ -15,6 +15,18 @@
 
 fp_config_t fp_config;
 fp_names_t fp_names;
+/* Per process: packets served in C and downtrack writes handed to DownTrack.write (see stats()). */
+static unsigned long long served_in_c, handed_to_python;
+/* Thread CPU time spent in fanout() (only while profiling: reading it is a system call). */
+static int profiling;
+static unsigned long long fanout_cpu_ns, fanout_calls;
+
+static unsigned long long thread_cpu_ns(void)
+{
+    struct timespec now;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &now);
+    return (unsigned long long)now.tv_sec * 1000000000ULL + (unsigned long long)now.tv_nsec;
+}
 
 #define FALLBACK 2
 
@@ -23,15 +35,10 @@ int fp_intern_names(void)
 #define NAME(field, text)                                        \
     if ((fp_names.field = PyUnicode_InternFromString(text)) == NULL) \
         return -1;
-    NAME(ready, "ready") NAME(current, "current") NAME(target, "target") NAME(munger, "munger")
-    NAME(out, "out") NAME(writer, "writer") NAME(sink, "sink") NAME(sequencer, "sequencer")
-    NAME(pt_map, "pt_map") NAME(rewriter, "rewriter") NAME(template_, "template") NAME(ssrc, "ssrc")
-    NAME(cache, "cache") NAME(mask, "_mask") NAME(sequence_numbers, "_sequence_numbers")
-    NAME(packets, "_packets") NAME(put, "put") NAME(packets_sent, "packets_sent")
-    NAME(bytes_sent, "bytes_sent") NAME(unreported_packets, "unreported_packets")
-    NAME(unreported_bytes, "unreported_bytes") NAME(report_every_packet, "_report_every_packet")
-    NAME(on_sent, "on_sent") NAME(last_sent_s, "last_sent_s") NAME(write, "write") NAME(state, "_state")
-    NAME(tx_srtp, "_tx_srtp") NAME(send_failures, "send_failures")
+    NAME(writer, "writer") NAME(sink, "sink") NAME(sequencer, "sequencer") NAME(template_, "template")
+    NAME(ssrc, "ssrc") NAME(cache, "cache") NAME(mask, "_mask") NAME(sequence_numbers, "_sequence_numbers")
+    NAME(packets, "_packets") NAME(tally, "tally") NAME(on_sent, "on_sent") NAME(last_sent_s, "last_sent_s") NAME(write, "write") NAME(state, "_state")
+    NAME(tx_srtp, "_tx_srtp") NAME(lane, "lane") NAME(send_failures, "send_failures")
     NAME(ntp_timestamp, "_RTCRtpSender__ntp_timestamp") NAME(rtp_timestamp, "_RTCRtpSender__rtp_timestamp")
     NAME(octet_count, "_RTCRtpSender__octet_count") NAME(packet_count, "_RTCRtpSender__packet_count")
 #undef NAME
@@ -63,93 +70,55 @@ PyObject *fp_monotonic(void)
     return PyFloat_FromDouble((double)now.tv_sec + now.tv_nsec * 1e-9);
 }
 
-/* Borrowed-style identity check of one attribute: 1 if obj.name is expected, 0 if not, -1 on error. */
-static int attr_is(PyObject *obj, PyObject *name, PyObject *expected)
-{
-    PyObject *value = PyObject_GetAttr(obj, name);
-    if (value == NULL)
-        return -1;
-    int same = value == expected;
-    Py_DECREF(value);
-    return same;
-}
-
 static void put_u16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)(v >> 8), p[1] = (uint8_t)v; }
 static void put_u32(uint8_t *p, uint32_t v) { put_u16(p, v >> 16), put_u16(p + 2, v & 0xFFFF); }
 
-static int cache_put(PyObject *out, uint16_t seq, const uint8_t *buf, int len)
+static int cache_put(fp_lane_t *lane, uint16_t seq, const uint8_t *buf, int len)
 {
-    int rc = -1;
-    PyObject *cache = PyObject_GetAttr(out, fp_names.cache), *mask = NULL, *seqs = NULL, *packets = NULL;
+    Py_ssize_t slot = seq & lane->mask; /* the lists' length was checked against the mask in Lane() */
     PyObject *packet = PyBytes_FromStringAndSize((const char *)buf, len);
-    if (cache == NULL || packet == NULL)
-        goto done;
-    mask = PyObject_GetAttr(cache, fp_names.mask);
-    seqs = PyObject_GetAttr(cache, fp_names.sequence_numbers);
-    packets = PyObject_GetAttr(cache, fp_names.packets);
-    if (mask == NULL || seqs == NULL || packets == NULL)
-        goto done;
-    Py_ssize_t slot = (Py_ssize_t)(seq & PyLong_AsSize_t(mask));
-    if (!PyList_CheckExact(seqs) || !PyList_CheckExact(packets) || slot >= PyList_GET_SIZE(seqs)
-        || slot >= PyList_GET_SIZE(packets)) {
-        PyErr_SetString(PyExc_TypeError, "unexpected PacketCache layout");
-        goto done;
-    }
+    if (packet == NULL)
+        return -1;
     PyObject *number = PyLong_FromLong(seq);
-    if (number == NULL)
-        goto done;
-    PyList_SetItem(seqs, slot, number);           /* steals number */
-    PyList_SetItem(packets, slot, Py_NewRef(packet)); /* steals the new reference */
-    rc = 0;
-done:
-    Py_XDECREF(cache), Py_XDECREF(mask), Py_XDECREF(seqs), Py_XDECREF(packets), Py_XDECREF(packet);
-    return rc;
+    if (number == NULL) {
+        Py_DECREF(packet);
+        return -1;
+    }
+    PyList_SetItem(lane->cache_seqs, slot, number);  /* steals */
+    PyList_SetItem(lane->cache_packets, slot, packet); /* steals */
+    return 0;
 }
 
-/* Sender-report bookkeeping after a packet of `len` bytes (header `header_bytes`) went out. */
-static int account(PyObject *dt, PyObject *out, int len, int header_bytes, int marker, uint32_t out_ts)
+/* Counters and sender-report bookkeeping after a packet of `len` bytes went out (DownTrack.write's tail). */
+static int account(fp_lane_t *lane, int len, int header_bytes, int marker, uint32_t out_ts)
 {
-    if (fp_add_to_attr(dt, fp_names.packets_sent, 1) < 0 || fp_add_to_attr(dt, fp_names.bytes_sent, len) < 0)
-        return -1;
-    int every = attr_is(dt, fp_names.report_every_packet, Py_True);
-    if (every < 0)
-        return -1;
-    if (!marker && !every) {
-        if (fp_add_to_attr(out, fp_names.unreported_packets, 1) < 0
-            || fp_add_to_attr(out, fp_names.unreported_bytes, len - header_bytes) < 0)
-            return -1;
+    fp_tally_t *tally = (fp_tally_t *)lane->tally;
+    lane->packets_sent++;
+    lane->bytes_sent += (unsigned long long)len;
+    tally->packets++;
+    tally->bytes += len - header_bytes;
+    if (!marker && !lane->every)
         return 0;
-    }
-    PyObject *packets = PyObject_GetAttr(out, fp_names.unreported_packets);
-    PyObject *bytes = packets ? PyObject_GetAttr(out, fp_names.unreported_bytes) : NULL;
-    PyObject *on_sent = bytes ? PyObject_GetAttr(out, fp_names.on_sent) : NULL;
-    int rc = -1;
+    PyObject *on_sent = PyObject_GetAttr(lane->out, fp_names.on_sent);
     if (on_sent == NULL)
-        goto done;
-    long long n = PyLong_AsLongLong(packets) + 1, b = PyLong_AsLongLong(bytes) + len - header_bytes;
-    if (PyErr_Occurred())
-        goto done;
+        return -1;
     if (on_sent != Py_None) {
-        PyObject *result = PyObject_CallFunction(on_sent, "kLL", (unsigned long)out_ts, b, n);
-        if (result == NULL)
-            goto done;
+        PyObject *result = PyObject_CallFunction(on_sent, "kLL", (unsigned long)out_ts, tally->bytes, tally->packets);
+        if (result == NULL) {
+            Py_DECREF(on_sent);
+            return -1;
+        }
         Py_DECREF(result);
     }
-    PyObject *zero = PyLong_FromLong(0);
-    if (zero == NULL)
-        goto done;
-    rc = PyObject_SetAttr(out, fp_names.unreported_packets, zero);
-    if (rc == 0)
-        rc = PyObject_SetAttr(out, fp_names.unreported_bytes, zero);
-    Py_DECREF(zero);
-    if (rc == 0 && marker) {
+    Py_DECREF(on_sent);
+    tally->packets = tally->bytes = 0;
+    if (marker) {
         PyObject *now = fp_monotonic();
-        rc = now ? PyObject_SetAttr(out, fp_names.last_sent_s, now) : -1;
+        int rc = now ? PyObject_SetAttr(lane->out, fp_names.last_sent_s, now) : -1;
         Py_XDECREF(now);
+        return rc;
     }
-done:
-    Py_XDECREF(packets), Py_XDECREF(bytes), Py_XDECREF(on_sent);
-    return rc;
+    return 0;
 }
 
 typedef struct {
@@ -177,15 +146,16 @@ static PyObject *template_for(packet_t *p, PyObject *rewriter)
 /* One downtrack: 1 sent, 0 not sent, FALLBACK for DownTrack.write, -1 on error. */
 static int forward_one(PyObject *dt, packet_t *p)
 {
-    PyObject *out = NULL, *writer = NULL, *sink = NULL, *seqr = NULL, *pt_map = NULL, *rewriter = NULL;
-    PyObject *ssrc_obj = NULL;
-    int rc = FALLBACK, check;
     if ((PyObject *)Py_TYPE(dt) != fp_config.downtrack_type)
         return FALLBACK;
-    if ((check = attr_is(dt, fp_names.ready, Py_True)) != 1 || (check = attr_is(dt, fp_names.current, p->relay)) != 1
-        || (check = attr_is(dt, fp_names.target, Py_None)) != 1 || (check = attr_is(dt, fp_names.munger, Py_None)) != 1)
-        return check < 0 ? -1 : FALLBACK;
-    if ((out = PyObject_GetAttr(dt, fp_names.out)) == NULL || (writer = PyObject_GetAttr(out, fp_names.writer)) == NULL)
+    PyObject *lane_obj = PyObject_GetAttr(dt, fp_names.lane), *writer = NULL, *sink = NULL;
+    if (lane_obj == NULL)
+        return -1;
+    fp_lane_t *lane = (fp_lane_t *)lane_obj;
+    int rc = FALLBACK, check;
+    if (Py_TYPE(lane_obj) != &fp_lane_type || lane->relay != p->relay)
+        goto done;
+    if ((writer = PyObject_GetAttr(lane->out, fp_names.writer)) == NULL)
         goto error;
     sink = PyObject_GetAttr(writer, fp_names.sink);
     if (sink == NULL) {
@@ -201,12 +171,7 @@ static int forward_one(PyObject *dt, packet_t *p)
             goto error;
         goto done;
     }
-    if ((seqr = PyObject_GetAttr(out, fp_names.sequencer)) == NULL || (pt_map = PyObject_GetAttr(dt, fp_names.pt_map)) == NULL
-        || (rewriter = PyObject_GetAttr(dt, fp_names.rewriter)) == NULL || (ssrc_obj = PyObject_GetAttr(out, fp_names.ssrc)) == NULL)
-        goto error;
-    if (Py_TYPE(seqr) != &fp_sequencer_type || !PyDict_Check(pt_map))
-        goto done;
-    PyObject *template_ = template_for(p, rewriter);
+    PyObject *template_ = template_for(p, lane->rewriter);
     if (template_ == NULL)
         goto error;
     const uint8_t *source;
@@ -219,16 +184,13 @@ static int forward_one(PyObject *dt, packet_t *p)
         goto done; /* malformed (None): DownTrack.write counts it */
     if (length != p->size || length < 12 || length + FP_SRTP_MAX_TRAILER > FP_BUFFER_BYTES)
         goto done;
-    uint32_t ssrc = (uint32_t)PyLong_AsUnsignedLongMask(ssrc_obj);
-    if (PyErr_Occurred())
-        goto error;
     /* From here on the packet is this downtrack's: the same steps, in the same order, as DownTrack.write. */
     uint16_t out_seq;
     uint32_t out_ts;
     rc = 0;
-    if (!fp_sequencer_map((fp_sequencer_t *)seqr, p->seq, p->ts, &out_seq, &out_ts))
+    if (!fp_sequencer_map((fp_sequencer_t *)lane->sequencer, p->seq, p->ts, &out_seq, &out_ts))
         goto done;
-    PyObject *pt_obj = PyDict_GetItemWithError(pt_map, p->mime);
+    PyObject *pt_obj = PyDict_GetItemWithError(lane->pt_map, p->mime);
     if (pt_obj == NULL) {
         if (PyErr_Occurred())
             goto error;
@@ -243,23 +205,22 @@ static int forward_one(PyObject *dt, packet_t *p)
     buf[1] = (uint8_t)((buf[1] & 0x80) | (out_pt & 0x7F));
     put_u16(buf + 2, out_seq);
     put_u32(buf + 4, out_ts);
-    put_u32(buf + 8, ssrc);
-    if (cache_put(out, out_seq, buf, len) < 0)
+    put_u32(buf + 8, lane->ssrc);
+    if (cache_put(lane, out_seq, buf, len) < 0)
         goto error;
     if (!fp_sink_transmit((fp_sink_t *)sink, buf, len, 1)) {
         if (fp_add_to_attr(fp_config.counters, fp_names.send_failures, 1) < 0)
             goto error;
         goto done;
     }
-    if (account(dt, out, len, p->header_bytes, p->raw[1] & 0x80, out_ts) < 0)
+    if (account(lane, len, p->header_bytes, p->raw[1] & 0x80, out_ts) < 0)
         goto error;
     rc = 1;
     goto done;
 error:
     rc = -1;
 done:
-    Py_XDECREF(out), Py_XDECREF(writer), Py_XDECREF(sink), Py_XDECREF(seqr), Py_XDECREF(pt_map);
-    Py_XDECREF(rewriter), Py_XDECREF(ssrc_obj);
+    Py_DECREF(lane_obj), Py_XDECREF(writer), Py_XDECREF(sink);
     return rc;
 }
 
@@ -281,10 +242,14 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
     if (p.size < 12)
         return PyErr_Format(PyExc_ValueError, "not an RTP packet");
     long sent = 0;
+    unsigned long long started = profiling ? thread_cpu_ns() : 0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(list); i++) {
         PyObject *dt = Py_NewRef(PyList_GET_ITEM(list, i));
         int rc = fp_config.protect ? forward_one(dt, &p) : FALLBACK;
+        if (rc == 1)
+            served_in_c++;
         if (rc == FALLBACK) {
+            handed_to_python++;
             PyObject *call[8] = {dt, args[1], args[2], args[3], args[4], args[5], args[6], args[7]};
             PyObject *result = PyObject_VectorcallMethod(fp_names.write, call, 8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             rc = result == NULL ? -1 : PyObject_IsTrue(result);
@@ -298,6 +263,10 @@ static PyObject *fanout(PyObject *module, PyObject *const *args, Py_ssize_t narg
         sent += rc;
     }
     Py_XDECREF(p.rewriter), Py_XDECREF(p.template_);
+    if (profiling) {
+        fanout_cpu_ns += thread_cpu_ns() - started;
+        fanout_calls++;
+    }
     return PyLong_FromLong(sent);
 }
 
@@ -327,6 +296,21 @@ static PyObject *feed_sender_report(PyObject *module, PyObject *const *args, Py_
     Py_RETURN_NONE;
 }
 
+static PyObject *stats(PyObject *module, PyObject *unused)
+{
+    return Py_BuildValue("{sKsKsKsK}", "served_in_c", served_in_c, "handed_to_python", handed_to_python,
+                         "fanout_calls", fanout_calls, "fanout_cpu_ns", fanout_cpu_ns);
+}
+
+static PyObject *profile(PyObject *module, PyObject *arg)
+{
+    int on = PyObject_IsTrue(arg);
+    if (on < 0)
+        return NULL;
+    profiling = on;
+    Py_RETURN_NONE;
+}
+
 static PyObject *configure(PyObject *module, PyObject *args)
 {
     PyObject *connected, *counters, *downtrack_type;
@@ -345,6 +329,9 @@ static PyMethodDef module_methods[] = {
      "fanout(downtracks, data, payload_type, mime, seq, ts, header_bytes, relay) -> packets sent"},
     {"feed_sender_report", (PyCFunction)(void (*)(void))feed_sender_report, METH_FASTCALL,
      "feed_sender_report(sender, rtp_timestamp, payload_bytes, packets=1)"},
+    {"stats", stats, METH_NOARGS,
+     "{'served_in_c': packets sent by the C step, 'handed_to_python': downtrack writes given to DownTrack.write}"},
+    {"profile", profile, METH_O, "profile(on): count the thread CPU time of every fanout() in stats()"},
     {"configure", configure, METH_VARARGS,
      "configure(dtls_connected_state, srtp_protect_address, counters, downtrack_type): once, before fanout"},
     {NULL},
@@ -357,13 +344,16 @@ static struct PyModuleDef module_def = {
 
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
-    if (fp_intern_names() < 0 || PyType_Ready(&fp_sequencer_type) < 0 || PyType_Ready(&fp_sink_type) < 0)
+    if (fp_intern_names() < 0 || PyType_Ready(&fp_sequencer_type) < 0 || PyType_Ready(&fp_sink_type) < 0
+        || PyType_Ready(&fp_lane_type) < 0 || PyType_Ready(&fp_tally_type) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
         return NULL;
     if (PyModule_AddObjectRef(module, "Sequencer", (PyObject *)&fp_sequencer_type) < 0
-        || PyModule_AddObjectRef(module, "Sink", (PyObject *)&fp_sink_type) < 0) {
+        || PyModule_AddObjectRef(module, "Sink", (PyObject *)&fp_sink_type) < 0
+        || PyModule_AddObjectRef(module, "Lane", (PyObject *)&fp_lane_type) < 0
+        || PyModule_AddObjectRef(module, "Tally", (PyObject *)&fp_tally_type) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from sfu.media import fastpath
 from sfu.media.counters import COUNTERS
 
 if TYPE_CHECKING:
@@ -130,6 +131,7 @@ class SfuCollector(Collector):
             family = CounterMetricFamily(name, text)
             family.add_metric([], getattr(COUNTERS, attr))
             yield family
+        yield from _fastpath_metrics()
         if self.rooms is None:
             return
         rooms = list(self.rooms.rooms.values())
@@ -174,6 +176,19 @@ class SfuCollector(Collector):
             for kind in KINDS:
                 family.add_metric([kind], totals.totals[(kind, attr)])
             yield family
+
+
+def _fastpath_metrics() -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    """How much of the fan-out the C step (docs/fastpath.md) serves: a share of `python` that grows
+    means downtracks left the steady state (simulcast munging, full send queues, TURN) or the step is off."""
+    yield GaugeMetricFamily("sfu_fastpath_enabled", "1 if the C forwarding step is on (sfu._fastpath)",
+                            value=1 if fastpath.ENABLED else 0)
+    family = CounterMetricFamily("sfu_fastpath_writes", "Downtrack writes of the fan-out, by path (c, python)",
+                                 labels=["path"])
+    stats = fastpath.stats()
+    family.add_metric(["c"], stats["served_in_c"])
+    family.add_metric(["python"], stats["handed_to_python"])
+    yield family
 
 
 def _relays(track: Any) -> list[Any]:

@@ -8,7 +8,7 @@ import random
 import time
 from collections.abc import Callable
 from struct import pack_into
-from typing import Protocol
+from typing import Any, Protocol
 
 from sfu.media import fastpath
 from sfu.media.counters import COUNTERS
@@ -38,7 +38,7 @@ class OutStream:
     switch continues one stream on the subscriber's side."""
 
     __slots__ = ("ssrc", "rtx_ssrc", "writer", "on_sent", "sequencer", "cache", "rtx_sequence_number",
-                 "last_sent_s", "unreported_packets", "unreported_bytes", "delivery_mark")
+                 "last_sent_s", "tally", "delivery_mark")
 
     def __init__(self, ssrc: int, rtx_ssrc: int | None, writer: Writer,
                  on_sent: Callable[[int, int, int], None] | None = None) -> None:
@@ -52,8 +52,8 @@ class OutStream:
         self.cache = PacketCache(PACKET_CACHE_SIZE)
         self.rtx_sequence_number = random.randint(0, 0x7FFF)
         self.last_sent_s = 0.0
-        self.unreported_packets = 0  # sent but not passed to on_sent yet
-        self.unreported_bytes = 0
+        # packets and payload bytes sent but not passed to on_sent yet (C when the C step is on: it adds to it)
+        self.tally: Any = fastpath.Tally() if fastpath.Tally is not None else _PyTally()
         # (our last sequence number, the receiver's highest) at its previous report: sfu.bwe.estimator.undelivered
         self.delivery_mark: tuple[int, int, int] | None = None
 
@@ -66,8 +66,7 @@ class DownTrack:
 
     __slots__ = ("layers", "out", "subscriber_id", "kind", "ready", "current", "target", "paused",
                  "pt_map", "rtx_pt", "clock_rate", "rewriter", "munger", "_last_keyframe_request_s",
-                 "packets_sent", "bytes_sent", "closed", "attached", "layer_index", "source_first_seq",
-                 "_report_every_packet")
+                 "lane", "closed", "attached", "layer_index", "source_first_seq", "_report_every_packet")
 
     def __init__(self, layers: list[TrackRelay], out: OutStream, subscriber_id: str) -> None:
         self.layers = layers  # low to high; one relay for a track without simulcast
@@ -86,11 +85,31 @@ class DownTrack:
         self.rewriter = HeaderRewriter({})
         self.munger = Vp8Munger() if len(layers) > 1 else None
         self._last_keyframe_request_s = 0.0
-        self.packets_sent = 0
-        self.bytes_sent = 0
         self.closed = False
         self.source_first_seq = -1  # first sequence number sent from the current source
         self._report_every_packet = self.kind != "video"  # audio: a packet is a frame, marker or not
+        # what the C fan-out reads (sfu._fastpath.Lane, kept in step by _sync_lane) and the counters
+        self.lane: Any = _PyLane()
+        if (fastpath.Lane is not None and type(out.sequencer) is fastpath.Sequencer
+                and type(out.tally) is fastpath.Tally):
+            self.lane = fastpath.Lane(out, self._report_every_packet)
+
+    @property
+    def packets_sent(self) -> int:
+        return int(self.lane.packets_sent)
+
+    @property
+    def bytes_sent(self) -> int:
+        return int(self.lane.bytes_sent)
+
+    def _sync_lane(self) -> None:
+        """After every change of the state below: the C fan-out serves this downtrack for `relay`
+        only in the steady state, and hands every other packet to `write`."""
+        lane = self.lane
+        steady = self.ready and not self.closed and self.target is None and self.munger is None
+        lane.relay = self.current if steady else None
+        lane.pt_map = self.pt_map
+        lane.rewriter = self.rewriter
 
     @property
     def relay(self) -> TrackRelay:
@@ -108,8 +127,15 @@ class DownTrack:
         if self.ready and not self.attached and not self.closed:
             self.attached = True
             self.select_layer(self.layer_index)
+        self._sync_lane()
 
     def select_layer(self, index: int | None, drop_current: bool = False) -> bool:
+        """See `_select_layer`."""
+        changed = self._select_layer(index, drop_current)
+        self._sync_lane()
+        return changed
+
+    def _select_layer(self, index: int | None, drop_current: bool = False) -> bool:
         """Forward layer `index` (switching at its next keyframe), or pause video with None.
         `drop_current`: stop the current layer now instead of at the switch (its link is
         overloaded: forwarding it until the target's keyframe would keep the queue full and
@@ -178,15 +204,17 @@ class DownTrack:
             COUNTERS.send_failures += 1
             return False
         size = len(buf)
-        self.packets_sent += 1
-        self.bytes_sent += size
-        out.unreported_packets += 1
-        out.unreported_bytes += size - header_bytes
+        lane = self.lane
+        lane.packets_sent += 1
+        lane.bytes_sent += size
+        tally = out.tally
+        tally.unreported_packets += 1
+        tally.unreported_bytes += size - header_bytes
         marker = data[1] & 0x80  # the end of a frame: a later switch continues from here
         if marker or self._report_every_packet:
             if out.on_sent is not None:
-                out.on_sent(out_timestamp, out.unreported_bytes, out.unreported_packets)
-            out.unreported_packets = out.unreported_bytes = 0
+                out.on_sent(out_timestamp, tally.unreported_bytes, tally.unreported_packets)
+            tally.unreported_packets = tally.unreported_bytes = 0
             if marker:
                 out.last_sent_s = time.monotonic()
         return True
@@ -220,6 +248,7 @@ class DownTrack:
             previous.remove(self)
             COUNTERS.layer_switches += 1
         out.last_sent_s = now
+        self._sync_lane()
         return True
 
     def on_nack(self, sequence_numbers: list[int]) -> None:
@@ -270,6 +299,7 @@ class DownTrack:
         """The published track went away; remember when, so a recycled m-line continues."""
         self.closed = True
         self.ready = False
+        self._sync_lane()
         if self.current is not None:
             self.out.last_sent_s = time.monotonic()
 
@@ -277,6 +307,28 @@ class DownTrack:
         for relay in self.layers:
             relay.remove(self)
         self.source_ended()
+
+
+
+class _PyTally:
+    __slots__ = ("unreported_packets", "unreported_bytes")
+
+    def __init__(self) -> None:
+        self.unreported_packets = 0
+        self.unreported_bytes = 0
+
+
+class _PyLane:
+    """The Lane's fields where the C step is off: only the counters are read."""
+
+    __slots__ = ("relay", "pt_map", "rewriter", "packets_sent", "bytes_sent")
+
+    def __init__(self) -> None:
+        self.relay: TrackRelay | None = None
+        self.pt_map: dict[str, int] = {}
+        self.rewriter: HeaderRewriter | None = None
+        self.packets_sent = 0
+        self.bytes_sent = 0
 
 
 fastpath.register(DownTrack)

@@ -8,6 +8,7 @@ step does not (see `sfu._fastpath.fanout`)."""
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 from typing import Any
@@ -17,6 +18,8 @@ log = logging.getLogger(__name__)
 fanout: Any = None
 Sequencer: Any = None
 Sink: Any = None
+Lane: Any = None
+Tally: Any = None
 feed_sender_report: Any = None
 SRTP_PROTECT_ADDRESS = 0
 UNAVAILABLE_REASON = ""
@@ -24,7 +27,7 @@ UNAVAILABLE_REASON = ""
 
 def _load() -> str:
     """Bind the module's names; returns why the C step is off, "" if it is on."""
-    global fanout, Sequencer, Sink, feed_sender_report, SRTP_PROTECT_ADDRESS
+    global fanout, Sequencer, Sink, Lane, Tally, feed_sender_report, SRTP_PROTECT_ADDRESS
     if os.environ.get("SFU_FASTPATH", "1").strip().lower() in ("0", "false", "no", "off"):
         return "disabled by SFU_FASTPATH"
     try:
@@ -44,7 +47,8 @@ def _load() -> str:
         return f"pylibsrtp/aiortc internals differ ({exc})"
     global _connected_state
     _connected_state = State.CONNECTED
-    fanout, Sequencer, Sink = _fastpath.fanout, _fastpath.Sequencer, _fastpath.Sink
+    fanout, Sequencer, Sink, Lane = _fastpath.fanout, _fastpath.Sequencer, _fastpath.Sink, _fastpath.Lane
+    Tally = _fastpath.Tally
     feed_sender_report = _fastpath.feed_sender_report
     SRTP_PROTECT_ADDRESS = address
     return ""
@@ -63,10 +67,22 @@ def register(downtrack_type: type) -> None:
     from sfu.media.counters import COUNTERS
 
     _fastpath.configure(_connected_state, SRTP_PROTECT_ADDRESS, COUNTERS, downtrack_type)
+    if os.environ.get("SFU_FASTPATH_PROFILE") == "1":  # benchmarks: CPU time inside the C step, logged at exit
+        _fastpath.profile(True)
+        atexit.register(lambda: log.warning("fastpath profile: %s", _fastpath.stats()))
 
 
 UNAVAILABLE_REASON = _load()
 ENABLED = not UNAVAILABLE_REASON
+
+
+def stats() -> dict[str, int]:
+    """Downtrack writes of this process's fan-outs: served in C, handed to DownTrack.write."""
+    if fanout is None:
+        return {"served_in_c": 0, "handed_to_python": 0}
+    from sfu import _fastpath  # type: ignore[attr-defined]
+
+    return {k: v for k, v in _fastpath.stats().items() if k in ("served_in_c", "handed_to_python")}
 
 
 def srtp_address(session: Any) -> int:

@@ -66,6 +66,6 @@ class PacketCache:
 
     def clear(self) -> None:
         """Forget every packet (e.g. when the outgoing stream is torn down)."""
-        capacity = self._mask + 1
-        self._sequence_numbers = [-1] * capacity
-        self._packets = [None] * capacity
+        capacity = self._mask + 1  # in place: sfu._fastpath.Lane holds these lists
+        self._sequence_numbers[:] = [-1] * capacity
+        self._packets[:] = [None] * capacity

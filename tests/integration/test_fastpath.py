@@ -133,8 +133,8 @@ async def test_c_step_sends_what_the_python_reference_sends(monkeypatch: pytest.
 
         for fast, reference in ((fast_v, ref_v), (fast_a, ref_a)):
             assert (fast.packets_sent, fast.bytes_sent) == (reference.packets_sent, reference.bytes_sent)
-            assert (fast.out.unreported_packets, fast.out.unreported_bytes) == (
-                reference.out.unreported_packets, reference.out.unreported_bytes)
+            assert (fast.out.tally.unreported_packets, fast.out.tally.unreported_bytes) == (
+                reference.out.tally.unreported_packets, reference.out.tally.unreported_bytes)
             assert fast.out.sequencer.last_sequence_number == reference.out.sequencer.last_sequence_number
             for seq in range(1000, 1300):
                 assert fast.out.cache.get(seq) == reference.out.cache.get(seq)
