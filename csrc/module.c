@@ -213,6 +213,8 @@ static int forward_one(PyObject *dt, packet_t *p)
             goto error;
         goto done;
     }
+    if (fp_latency_on)
+        fp_latency_record();
     if (account(lane, len, p->header_bytes, p->raw[1] & 0x80, out_ts) < 0)
         goto error;
     rc = 1;
@@ -331,6 +333,9 @@ static PyMethodDef module_methods[] = {
      "feed_sender_report(sender, rtp_timestamp, payload_bytes, packets=1)"},
     {"stats", stats, METH_NOARGS,
      "{'served_in_c': packets sent by the C step, 'handed_to_python': downtrack writes given to DownTrack.write}"},
+    {"note_arrival", fp_note_arrival, METH_O, "note_arrival(fd): the datagram just read on fd is forwarded next"},
+    {"delay_histogram", fp_delay_histogram, METH_NOARGS, "{'bin_ns': width, 'counts': [...]}: forwarding delays"},
+    {"latency", fp_latency_enable, METH_O, "latency(on): record forwarding delays (a system call per datagram)"},
     {"profile", profile, METH_O, "profile(on): count the thread CPU time of every fanout() in stats()"},
     {"configure", configure, METH_VARARGS,
      "configure(dtls_connected_state, srtp_protect_address, counters, downtrack_type): once, before fanout"},

@@ -8,7 +8,7 @@ from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 
 from sfu.media import fastpath
@@ -126,7 +126,7 @@ class SfuCollector(Collector):
         self.relays = KindTotals(("packets_in", "bytes_in"))
         self.downtracks = KindTotals(("packets_sent", "bytes_sent"))
 
-    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
         for name, text, attr in _PACKET_COUNTERS:
             family = CounterMetricFamily(name, text)
             family.add_metric([], getattr(COUNTERS, attr))
@@ -178,7 +178,7 @@ class SfuCollector(Collector):
             yield family
 
 
-def _fastpath_metrics() -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+def _fastpath_metrics() -> Iterator[CounterMetricFamily | GaugeMetricFamily | HistogramMetricFamily]:
     """How much of the fan-out the C step (docs/fastpath.md) serves: a share of `python` that grows
     means downtracks left the steady state (simulcast munging, full send queues, TURN) or the step is off."""
     yield GaugeMetricFamily("sfu_fastpath_enabled", "1 if the C forwarding step is on (sfu._fastpath)",
@@ -189,6 +189,13 @@ def _fastpath_metrics() -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
     family.add_metric(["c"], stats["served_in_c"])
     family.add_metric(["python"], stats["handed_to_python"])
     yield family
+    delays = fastpath.delay_histogram()
+    if delays is not None:
+        buckets, total_s, _count = delays
+        yield HistogramMetricFamily(
+            "sfu_forwarding_delay_seconds",
+            "Publisher datagram's kernel arrival to sendto of each copy sent by the C step (SFU_FASTPATH_PROFILE=1)",
+            buckets=[("+Inf" if b == float("inf") else repr(b), c) for b, c in buckets], sum_value=total_s)
 
 
 def _relays(track: Any) -> list[Any]:

@@ -103,11 +103,55 @@ def parse_counter(text: str, name: str = FORWARDED_METRIC) -> float | None:
     return total if found else None
 
 
-async def scrape_counter(session: aiohttp.ClientSession, url: str, name: str = FORWARDED_METRIC) -> float | None:
+DELAY_METRIC = "sfu_forwarding_delay_seconds"  # only with SFU_FASTPATH_PROFILE=1 (docs/fastpath.md)
+
+
+def parse_histogram(text: str, name: str = DELAY_METRIC) -> list[tuple[float, float]] | None:
+    """(upper bound in seconds, cumulative count) of a Prometheus histogram without labels, or None."""
+    prefix = f'{name}_bucket{{le="'
+    buckets = []
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            bound, _, value = line[len(prefix):].partition('"} ')
+            try:
+                buckets.append((float(bound), float(value)))
+            except ValueError:
+                continue
+    return sorted(buckets) or None
+
+
+def delay_quantiles(before: list[tuple[float, float]] | None,
+                    after: list[tuple[float, float]] | None) -> dict[str, float | int | None] | None:
+    """p50/p90/p99 in ms of the samples between two scrapes (linear inside a bucket) and the share
+    of samples at or under 2 ms; None without the histogram."""
+    if not after:
+        return None
+    start = dict(before or [])
+    counts = [(bound, value - start.get(bound, 0.0)) for bound, value in after]
+    total = counts[-1][1]
+    if total <= 0:
+        return {"p50": None, "p90": None, "p99": None, "share_le_2ms": None, "samples": 0}
+
+    def quantile(q: float) -> float | None:
+        rank, lower, below = q * total, 0.0, 0.0
+        for bound, cumulative in counts:
+            if cumulative >= rank:
+                if bound == float("inf"):
+                    return None  # beyond the last finite bucket
+                inside = cumulative - below
+                fraction = (rank - below) / inside if inside else 1.0
+                return round((lower + (bound - lower) * fraction) * 1000, 3)
+            lower, below = bound, cumulative
+        return None
+
+    at_2ms = next((c for b, c in counts if b >= 0.002 - 1e-12), total)
+    return {"p50": quantile(0.5), "p90": quantile(0.9), "p99": quantile(0.99),
+            "share_le_2ms": round(at_2ms / total, 4), "samples": int(total)}
+
+
+async def scrape_text(session: aiohttp.ClientSession, url: str) -> str | None:
     try:
         async with session.get(url, timeout=aiohttp.ClientTimeout(total=5)) as response:
-            if response.status != 200:
-                return None
-            return parse_counter(await response.text(), name)
+            return await response.text() if response.status == 200 else None
     except (aiohttp.ClientError, TimeoutError):
         return None

@@ -17,7 +17,16 @@ import aiohttp
 
 from .media import EncodedClip, PreEncodedAudioTrack, PreEncodedVideoTrack
 from .probes import LiteSubscriber, SendTimes, Window
-from .procstat import ProcSample, host_cpu_busy_s, sample_self, sample_tree, scrape_counter
+from .procstat import (
+    ProcSample,
+    delay_quantiles,
+    host_cpu_busy_s,
+    parse_counter,
+    parse_histogram,
+    sample_self,
+    sample_tree,
+    scrape_text,
+)
 from .target import PublisherHandle, SubscriberHandle, Target, host_addresses
 
 logger = logging.getLogger(__name__)
@@ -65,6 +74,7 @@ class _Snapshot:
     media_packets: int
     metrics_forwarded: float | None
     host_cpu: tuple[float, float]
+    delay_buckets: list[tuple[float, float]] | None = None
 
 
 class LoadRun:
@@ -148,9 +158,11 @@ class LoadRun:
                 expected + e,
                 media + sub.probe.media_packets(),
             )
-        counter = None
+        counter = buckets = None
         if self.target.metrics_url and self._http is not None:
-            counter = await scrape_counter(self._http, self.target.metrics_url)
+            text = await scrape_text(self._http, self.target.metrics_url)
+            if text is not None:
+                counter, buckets = parse_counter(text), parse_histogram(text)
         return _Snapshot(
             time.monotonic(),
             self._server(),
@@ -161,6 +173,7 @@ class LoadRun:
             media,
             counter,
             host_cpu_busy_s(),
+            buckets,
         )
 
     async def _sleep_with_progress(self, description: str, seconds: float) -> None:
@@ -235,6 +248,8 @@ class LoadRun:
                 "samples": len(latencies),
                 "unmatched": sum(s.probe.unmatched for s in self.subscribers),
             },
+            # in the server alone: kernel arrival of the publisher's datagram -> sendto of each copy
+            "server_delay_ms": delay_quantiles(before.delay_buckets, after.delay_buckets),
             "expected_packets": expected,
             "lost_packets": lost,
             "loss_pct": round(100 * lost / expected, 3) if expected else None,

@@ -59,8 +59,11 @@ class ServerProcess:
         cmd = [sys.executable, "-m", "sfu", "serve", "--host", LOOPBACK, "--port", str(self.port)]
         if self.workers != 1:
             cmd += ["--workers", str(self.workers)]
+        # the forwarding-delay histogram (sfu_forwarding_delay_seconds) the report reads: docs/fastpath.md
+        env = {**os.environ, "SFU_FASTPATH_PROFILE": os.environ.get("SFU_FASTPATH_PROFILE", "1")}
         self.process = subprocess.Popen(
             cmd + self.extra_args,
+            env=env,
             stdout=fd,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,

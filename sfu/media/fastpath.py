@@ -67,12 +67,48 @@ def register(downtrack_type: type) -> None:
     from sfu.media.counters import COUNTERS
 
     _fastpath.configure(_connected_state, SRTP_PROTECT_ADDRESS, COUNTERS, downtrack_type)
-    if os.environ.get("SFU_FASTPATH_PROFILE") == "1":  # benchmarks: CPU time inside the C step, logged at exit
+    if PROFILING:  # benchmarks: CPU time inside the C step (logged at exit) and forwarding delays (metrics)
         _fastpath.profile(True)
+        _fastpath.latency(True)
         atexit.register(lambda: log.warning("fastpath profile: %s", _fastpath.stats()))
 
 
 UNAVAILABLE_REASON = _load()
+# SFU_FASTPATH_PROFILE=1: the receive tap notes each datagram's kernel timestamp (one more system call
+# per incoming packet) and the C step records the delay of every copy it sends: `delay_histogram`
+PROFILING = fanout is not None and os.environ.get("SFU_FASTPATH_PROFILE") == "1"
+DELAY_BUCKETS_S = (0.00005, 0.0001, 0.0002, 0.0003, 0.0005, 0.00075, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075,
+                   0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1)
+
+
+def note_arrival(fd: int) -> None:
+    """The datagram just read on socket `fd` is the one forwarded next (profiling only)."""
+    from sfu import _fastpath  # type: ignore[attr-defined]
+
+    _fastpath.note_arrival(fd)
+
+
+def delay_histogram() -> tuple[list[tuple[float, int]], float, int] | None:
+    """Forwarding delays so far as cumulative Prometheus buckets (DELAY_BUCKETS_S and +Inf), their
+    sum in seconds and their count; None unless profiling."""
+    if not PROFILING:
+        return None
+    from sfu import _fastpath  # type: ignore[attr-defined]
+
+    histogram = _fastpath.delay_histogram()
+    bin_s, counts = histogram["bin_ns"] / 1e9, histogram["counts"]
+    buckets, cumulative, index, total_s = [], 0, 0, 0.0
+    for bound in DELAY_BUCKETS_S:
+        while index < len(counts) and (index + 1) * bin_s <= bound + 1e-12:  # bins wholly under the bound
+            cumulative += counts[index]
+            total_s += counts[index] * (index + 0.5) * bin_s
+            index += 1
+        buckets.append((bound, cumulative))
+    for later in range(index, len(counts)):
+        cumulative += counts[later]
+        total_s += counts[later] * (later + 0.5) * bin_s
+    buckets.append((float("inf"), cumulative))
+    return buckets, total_s, cumulative
 ENABLED = not UNAVAILABLE_REASON
 
 

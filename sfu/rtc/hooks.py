@@ -104,12 +104,20 @@ class SrtpTap:
             if type(protocol) is not StunProtocol or any(p is protocol for p in self._protocols):
                 continue  # TURN-relayed protocols keep aioice's path
             protocol.datagram_received = self._wrap(  # type: ignore[method-assign,assignment]
-                protocol.datagram_received)
+                protocol.datagram_received, protocol)
             self._protocols.append(protocol)
 
-    def _wrap(self, original: Callable[[Any, Any], None]) -> Callable[[Any, Any], None]:
+    def _wrap(self, original: Callable[[Any, Any], None], protocol: Any) -> Callable[[Any, Any], None]:
         dtls = self.dtls
         receive = self.receive
+        if fastpath.PROFILING:  # the kernel's receive timestamp of each RTP datagram, for the delay histogram
+            sock = protocol.transport.get_extra_info("socket") if protocol.transport is not None else None
+            if sock is not None:
+                fd, note_arrival, receive_now = sock.fileno(), fastpath.note_arrival, receive
+
+                def receive(data: Any) -> None:
+                    note_arrival(fd)
+                    receive_now(data)
 
         def datagram_received(data: Any, addr: Any) -> None:
             # RFC 7983: 128-191 is RTP/RTCP; RTCP packet types are 192-208 (aiortc's is_rtcp). The
