@@ -7,7 +7,7 @@ setup(
     ext_modules=[
         Extension(
             "sfu._fastpath",
-            sources=["csrc/module.c", "csrc/sequencer.c", "csrc/sink.c", "csrc/lane.c", "csrc/latency.c"],
+            sources=["csrc/module.c", "csrc/sequencer.c", "csrc/sink.c", "csrc/lane.c", "csrc/latency.c", "csrc/vp8.c"],
             depends=["csrc/fastpath.h"],
             extra_compile_args=["-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-missing-field-initializers"],
             optional=True,

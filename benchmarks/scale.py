@@ -154,8 +154,8 @@ def markdown(result: dict[str, Any], images: list[Path]) -> str:
         "",
     ]
     head = (
-        "| subs | pps | Mbit/s | µs/pkt | CPU % core | p50 ms | p99 ms | loss % | RSS MiB "
-        "| client CPU % | host busy % |"
+        "| subs | pps | Mbit/s | µs/pkt | pps per core | CPU % core | p50 ms | p99 ms | server delay p50 / p99 ms "
+        "| loss % | RSS MiB | client CPU % | host busy % |"
     )
     for name, points in result["series"].items():
         lines += [
@@ -164,15 +164,31 @@ def markdown(result: dict[str, Any], images: list[Path]) -> str:
             f"Stopped: {result['stopped'].get(name, '')}",
             "",
             head,
-            "|" + "---|" * 11,
+            "|" + "---|" * 13,
         ]
         for p in points:
+            delay = p.get("server_delay_ms") or {}
+            delays = f"{delay['p50']} / {delay['p99']}" if delay.get("samples") else "—"
             lines.append(
                 f"| {p['spec']['subscribers']} | {p['forwarded_pps']:.0f} | {p['forwarded_bps'] / 1e6:.2f} "
-                f"| {p['cpu_us_per_packet']} | {p['server_cpu_pct_of_core']} | {p['latency_ms']['p50']} "
-                f"| {p['latency_ms']['p99']} | {p['loss_pct']} | {p['server_rss_bytes'] / 2**20:.1f} "
-                f"| {p['client_cpu_pct_of_core']} | {p['host_cpu_busy_pct_of_all_cores']} |"
+                f"| {p['cpu_us_per_packet']} | {p['pps_per_core']} | {p['server_cpu_pct_of_core']} "
+                f"| {p['latency_ms']['p50']} | {p['latency_ms']['p99']} | {delays} | {p['loss_pct']} "
+                f"| {p['server_rss_bytes'] / 2**20:.1f} | {p['client_cpu_pct_of_core']} "
+                f"| {p['host_cpu_busy_pct_of_all_cores']} |"
             )
+        lines.append("")
+    series = result["series"]
+    if "sfu" in series and "janus" in series:
+        janus = {p["spec"]["subscribers"]: p for p in series["janus"]}
+        lines += ["## Ours / Janus, same subscriber count, same invocation", "",
+                  "| subs | µs/pkt ours | µs/pkt Janus | ratio | pps per core ours | pps per core Janus |",
+                  "|---|---|---|---|---|---|"]
+        for p in series["sfu"]:
+            other = janus.get(p["spec"]["subscribers"])
+            if other and p["cpu_us_per_packet"] and other["cpu_us_per_packet"]:
+                lines.append(f"| {p['spec']['subscribers']} | {p['cpu_us_per_packet']} | {other['cpu_us_per_packet']} "
+                             f"| {p['cpu_us_per_packet'] / other['cpu_us_per_packet']:.2f} | {p['pps_per_core']} "
+                             f"| {other['pps_per_core']} |")
         lines.append("")
     lines += [f"![{path.stem}]({path.name})" for path in images]
     return "\n".join(lines) + "\n"

@@ -101,6 +101,7 @@ typedef struct {
     PyObject *relay;         /* served here while it is the source; None otherwise */
     PyObject *pt_map;        /* mime -> subscriber payload type */
     PyObject *rewriter;      /* HeaderRewriter */
+    PyObject *munger;        /* None, or the downtrack's C Vp8Munger (simulcast) */
     uint16_t mask;
     uint32_t ssrc;
     int every; /* audio: every packet is a frame for the sender report */
@@ -108,6 +109,16 @@ typedef struct {
 } fp_lane_t;
 
 extern PyTypeObject fp_lane_type;
+
+/* vp8.c */
+typedef struct {
+    PyObject_HEAD
+    long picture_id_offset, tl0_offset, last_picture_id, last_tl0;
+    int started;
+} fp_vp8_t;
+
+extern PyTypeObject fp_vp8_type;
+void fp_vp8_munge(fp_vp8_t *m, uint8_t *buf, Py_ssize_t end, Py_ssize_t offset);
 
 /* latency.c */
 extern int fp_latency_on;

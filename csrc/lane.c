@@ -64,6 +64,7 @@ static int lane_init(fp_lane_t *lane, PyObject *args, PyObject *kwargs)
     Py_XSETREF(lane->relay, Py_NewRef(Py_None));
     Py_XSETREF(lane->pt_map, PyDict_New());
     Py_XSETREF(lane->rewriter, Py_NewRef(Py_None));
+    Py_XSETREF(lane->munger, Py_NewRef(Py_None));
     lane->mask = (uint16_t)mask_value;
     lane->ssrc = (uint32_t)ssrc_value;
     lane->every = every;
@@ -84,6 +85,7 @@ static int lane_traverse(fp_lane_t *lane, visitproc visit, void *arg)
     Py_VISIT(lane->relay);
     Py_VISIT(lane->pt_map);
     Py_VISIT(lane->rewriter);
+    Py_VISIT(lane->munger);
     return 0;
 }
 
@@ -97,6 +99,7 @@ static int lane_clear(fp_lane_t *lane)
     Py_CLEAR(lane->relay);
     Py_CLEAR(lane->pt_map);
     Py_CLEAR(lane->rewriter);
+    Py_CLEAR(lane->munger);
     return 0;
 }
 
@@ -111,6 +114,7 @@ static PyMemberDef lane_members[] = {
     {"relay", T_OBJECT_EX, offsetof(fp_lane_t, relay), 0, "the relay served in C, None for DownTrack.write"},
     {"pt_map", T_OBJECT_EX, offsetof(fp_lane_t, pt_map), 0, "codec mime -> subscriber payload type"},
     {"rewriter", T_OBJECT_EX, offsetof(fp_lane_t, rewriter), 0, "the downtrack's HeaderRewriter"},
+    {"munger", T_OBJECT_EX, offsetof(fp_lane_t, munger), 0, "None or the downtrack's C Vp8Munger"},
     {"packets_sent", T_ULONGLONG, offsetof(fp_lane_t, packets_sent), 0, "RTP packets sent"},
     {"bytes_sent", T_ULONGLONG, offsetof(fp_lane_t, bytes_sent), 0, "RTP bytes sent (before SRTP)"},
     {NULL},

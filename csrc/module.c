@@ -206,6 +206,13 @@ static int forward_one(PyObject *dt, packet_t *p)
     put_u16(buf + 2, out_seq);
     put_u32(buf + 4, out_ts);
     put_u32(buf + 8, lane->ssrc);
+    if (lane->munger != Py_None) {
+        if (Py_TYPE(lane->munger) != &fp_vp8_type) { /* _sync_lane lets only the C munger through */
+            PyErr_SetString(PyExc_TypeError, "Lane.munger must be None or sfu._fastpath.Vp8Munger");
+            goto error;
+        }
+        fp_vp8_munge((fp_vp8_t *)lane->munger, buf, len, p->header_bytes);
+    }
     if (cache_put(lane, out_seq, buf, len) < 0)
         goto error;
     if (!fp_sink_transmit((fp_sink_t *)sink, buf, len, 1)) {
@@ -350,7 +357,7 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC PyInit__fastpath(void)
 {
     if (fp_intern_names() < 0 || PyType_Ready(&fp_sequencer_type) < 0 || PyType_Ready(&fp_sink_type) < 0
-        || PyType_Ready(&fp_lane_type) < 0 || PyType_Ready(&fp_tally_type) < 0)
+        || PyType_Ready(&fp_lane_type) < 0 || PyType_Ready(&fp_tally_type) < 0 || PyType_Ready(&fp_vp8_type) < 0)
         return NULL;
     PyObject *module = PyModule_Create(&module_def);
     if (module == NULL)
@@ -358,7 +365,8 @@ PyMODINIT_FUNC PyInit__fastpath(void)
     if (PyModule_AddObjectRef(module, "Sequencer", (PyObject *)&fp_sequencer_type) < 0
         || PyModule_AddObjectRef(module, "Sink", (PyObject *)&fp_sink_type) < 0
         || PyModule_AddObjectRef(module, "Lane", (PyObject *)&fp_lane_type) < 0
-        || PyModule_AddObjectRef(module, "Tally", (PyObject *)&fp_tally_type) < 0) {
+        || PyModule_AddObjectRef(module, "Tally", (PyObject *)&fp_tally_type) < 0
+        || PyModule_AddObjectRef(module, "Vp8Munger", (PyObject *)&fp_vp8_type) < 0) {
         Py_DECREF(module);
         return NULL;
     }

@@ -54,6 +54,9 @@ class ServerSection(Section):
     drain_timeout_s: float = Field(default=30.0, ge=0)
     debug_endpoints: bool = False
     loop_heartbeat_s: float = Field(default=0.1, ge=0.005, le=10.0)
+    # gc.freeze() once started: the cyclic collector no longer walks the ~100k objects of the imported
+    # libraries in every full collection (a pause on the loop, so on every packet; benchmarks/README.md)
+    gc_freeze: bool = True
 
     @model_validator(mode="after")
     def _tls_pair(self) -> ServerSection:

@@ -17,12 +17,13 @@ from sfu.media.packet_cache import PacketCache
 from sfu.media.relay import TrackRelay
 from sfu.media.rtp_header import HeaderRewriter, header_size
 from sfu.media.sequencer import Sequencer as PySequencer
-from sfu.media.vp8 import Vp8Munger
+from sfu.media.vp8 import Vp8Munger as PyVp8Munger
 
 PACKET_CACHE_SIZE = 1024  # packets per outgoing stream kept for NACK (≥ 500: ~1 s of 4 Mb/s video)
 KEYFRAME_RETRY_S = 1.0  # while gated, ask again if no keyframe arrived within this time
 # The C sequencer when the C forwarding step is on (it maps packets on it directly), else the reference
 Sequencer = fastpath.Sequencer or PySequencer
+Vp8Munger = fastpath.Vp8Munger or PyVp8Munger
 
 
 class Writer(Protocol):
@@ -106,10 +107,13 @@ class DownTrack:
         """After every change of the state below: the C fan-out serves this downtrack for `relay`
         only in the steady state, and hands every other packet to `write`."""
         lane = self.lane
-        steady = self.ready and not self.closed and self.target is None and self.munger is None
+        munger = self.munger
+        steady = (self.ready and not self.closed and self.target is None
+                  and (munger is None or type(munger) is fastpath.Vp8Munger))
         lane.relay = self.current if steady else None
         lane.pt_map = self.pt_map
         lane.rewriter = self.rewriter
+        lane.munger = munger if steady else None
 
     @property
     def relay(self) -> TrackRelay:
@@ -321,12 +325,13 @@ class _PyTally:
 class _PyLane:
     """The Lane's fields where the C step is off: only the counters are read."""
 
-    __slots__ = ("relay", "pt_map", "rewriter", "packets_sent", "bytes_sent")
+    __slots__ = ("relay", "pt_map", "rewriter", "munger", "packets_sent", "bytes_sent")
 
     def __init__(self) -> None:
         self.relay: TrackRelay | None = None
         self.pt_map: dict[str, int] = {}
         self.rewriter: HeaderRewriter | None = None
+        self.munger: Any = None
         self.packets_sent = 0
         self.bytes_sent = 0
 

@@ -20,6 +20,7 @@ Sequencer: Any = None
 Sink: Any = None
 Lane: Any = None
 Tally: Any = None
+Vp8Munger: Any = None
 feed_sender_report: Any = None
 SRTP_PROTECT_ADDRESS = 0
 UNAVAILABLE_REASON = ""
@@ -27,7 +28,7 @@ UNAVAILABLE_REASON = ""
 
 def _load() -> str:
     """Bind the module's names; returns why the C step is off, "" if it is on."""
-    global fanout, Sequencer, Sink, Lane, Tally, feed_sender_report, SRTP_PROTECT_ADDRESS
+    global fanout, Sequencer, Sink, Lane, Tally, Vp8Munger, feed_sender_report, SRTP_PROTECT_ADDRESS
     if os.environ.get("SFU_FASTPATH", "1").strip().lower() in ("0", "false", "no", "off"):
         return "disabled by SFU_FASTPATH"
     try:
@@ -48,7 +49,7 @@ def _load() -> str:
     global _connected_state
     _connected_state = State.CONNECTED
     fanout, Sequencer, Sink, Lane = _fastpath.fanout, _fastpath.Sequencer, _fastpath.Sink, _fastpath.Lane
-    Tally = _fastpath.Tally
+    Tally, Vp8Munger = _fastpath.Tally, _fastpath.Vp8Munger
     feed_sender_report = _fastpath.feed_sender_report
     SRTP_PROTECT_ADDRESS = address
     return ""

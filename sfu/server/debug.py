@@ -13,6 +13,7 @@ from collections import Counter
 from aiohttp import web
 from aiortc import RTCPeerConnection
 
+from sfu.media import fastpath
 from sfu.server.loop_watchdog import BUSY_WATCH_KEY
 
 
@@ -44,6 +45,8 @@ def object_counts() -> dict[str, object]:
         "tasks": len(asyncio.all_tasks()),
         "threads": threading.active_count(),
         "open_fds": len(os.listdir("/proc/self/fd")) if os.path.isdir("/proc/self/fd") else -1,
+        "gc_frozen": gc.get_freeze_count(),  # objects of start-up kept out of collections (server.gc_freeze)
+        "fastpath": {"enabled": fastpath.ENABLED, **fastpath.stats()},
     }
 
 

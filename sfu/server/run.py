@@ -4,6 +4,7 @@ HTTPS listener, signals (SIGTERM drains, SIGINT stops at once) and an orderly ex
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -53,6 +54,10 @@ async def serve(config: Config, unix_path: str | None = None, worker: int | None
         await web.TCPSite(runner, config.host, config.port, ssl_context=context).start()
         scheme = "https" if context else "http"
         log.info("serving on %s://%s:%d (demo page at /, signaling at /ws)", scheme, config.host, config.port)
+    if config.server.gc_freeze:
+        gc.collect()
+        gc.freeze()  # what exists now lives as long as the process: keep it out of every later collection
+        log.debug("gc: %d objects frozen", gc.get_freeze_count())
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGINT, stop.set)

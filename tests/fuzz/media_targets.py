@@ -13,6 +13,7 @@ from typing import Any
 from aiortc.rtcdtlstransport import RtpRouter
 from aiortc.rtp import RtcpPacket, RtpPacket
 
+from sfu.media import fastpath
 from sfu.media.downtrack import DownTrack, OutStream
 from sfu.media.keyframe import is_h264_keyframe, is_keyframe, is_vp8_keyframe, vp8_payload_offset
 from sfu.media.relay import TrackRelay
@@ -74,12 +75,16 @@ def _check_payload(payload: bytes) -> None:
     if offset >= 0:
         size = vp8_keyframe_size(payload, offset)
         assert size is None or all(0 <= v < 1 << 14 for v in size)
-        munger = Vp8Munger()
-        munger.switch_source(payload, 0)
-        buf = bytearray(payload)
-        munger.switch_source(payload, 0)
-        munger.munge(buf, 0)
-        assert len(buf) == len(payload), "munging changed the payload length"
+        munged = []
+        for cls in (Vp8Munger, fastpath.Vp8Munger) if fastpath.Vp8Munger is not None else (Vp8Munger,):
+            munger = cls()
+            munger.switch_source(payload, 0)
+            buf = bytearray(payload)
+            munger.switch_source(payload, 0)
+            munger.munge(buf, 0)
+            assert len(buf) == len(payload), "munging changed the payload length"
+            munged.append(bytes(buf))
+        assert all(m == munged[0] for m in munged), "the C munger differs from the Python one"
 
 
 def fuzz_rtp(data: bytes) -> None:

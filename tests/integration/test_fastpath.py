@@ -22,6 +22,7 @@ from aiortc import RTCPeerConnection
 from sfu.media import fastpath
 from sfu.media.downtrack import DownTrack, OutStream
 from sfu.media.relay import TrackRelay
+from sfu.media.rtp_header import header_size
 from sfu.media.sequencer import Sequencer as PySequencer
 from sfu.rtc import hooks
 from sfu.rtc.peer import PlaceholderTrack
@@ -56,10 +57,18 @@ def rtp(pt: int, seq: int, ts: int, ssrc: int, payload: bytes, marker: bool, ext
     return header + payload
 
 
-def vp8_payload(keyframe: bool, n: int) -> bytes:
+def vp8_payload(keyframe: bool, n: int, picture_id: int | None = None) -> bytes:
     descriptor = bytes([0x10])  # S bit: start of partition 0
+    if picture_id is not None:  # X, I, L: a 15-bit picture id and TL0PICIDX (simulcast layers carry them)
+        descriptor = bytes([0x90, 0xC0, 0x80 | picture_id >> 8, picture_id & 0xFF, (picture_id // 3) & 0xFF])
     frame = bytes([0x00 if keyframe else 0x01, 0, 0]) + b"\x9d\x01\x2a" + b"\x40\x01\xb4\x00"
     return descriptor + frame + bytes([n & 0xFF]) * (50 + n % 900)
+
+
+def steps(packets: list[bytes]) -> list[int]:
+    stamps = [struct.unpack_from("!I", p, 4)[0] for p in packets]
+    return [(b - a) & 0xFFFFFFFF for a, b in zip(stamps, stamps[1:], strict=False)][:70] + [
+        (b - a) & 0xFFFFFFFF for a, b in zip(stamps[71:], stamps[72:], strict=False)]  # all but the switch
 
 
 async def connected_pair() -> tuple[RTCPeerConnection, RTCPeerConnection]:
@@ -77,8 +86,9 @@ async def connected_pair() -> tuple[RTCPeerConnection, RTCPeerConnection]:
     return server, client
 
 
-def pair_of_downtracks(relay: TrackRelay, sender: Any, mime: str, out_pt: int, ssrc: int, clock: int,
-                       reports: dict[str, list[tuple[int, int, int]]]) -> tuple[DownTrack, DownTrack, Capture]:
+def pair_of_downtracks(relay: TrackRelay | list[TrackRelay], sender: Any, mime: str, out_pt: int, ssrc: int,
+                       clock: int, reports: dict[str, list[tuple[int, int, int]]],
+                       layer: int = 0) -> tuple[DownTrack, DownTrack, Capture]:
     fast_out = OutStream(ssrc, None, hooks.RtpWriter(sender.transport),
                          lambda *args: reports["fast"].append(args))
     reference = Capture()
@@ -86,7 +96,8 @@ def pair_of_downtracks(relay: TrackRelay, sender: Any, mime: str, out_pt: int, s
     fast_out.sequencer, ref_out.sequencer = fastpath.Sequencer(1000, 5000), PySequencer(1000, 5000)
     downtracks = []
     for out in (fast_out, ref_out):
-        downtrack = DownTrack([relay], out, "sub")
+        downtrack = DownTrack(relay if isinstance(relay, list) else [relay], out, "sub")
+        downtrack.layer_index = layer
         downtrack.configure({mime: out_pt}, None, {1: 3, 2: 4}, clock)
         downtracks.append(downtrack)
     return downtracks[0], downtracks[1], reference
@@ -150,6 +161,46 @@ async def test_c_step_sends_what_the_python_reference_sends(monkeypatch: pytest.
         before = sink.stats["packets"]
         fast_v.on_nack([1100, 1101, 4000])
         assert sink.stats["packets"] == before + 2
+    finally:
+        await client.close()
+        await server.close()
+
+
+@needs_c
+async def test_c_step_munges_simulcast_switches_like_the_python_reference(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(aioice.ice, "get_host_addresses", lambda use_ipv4, use_ipv6: ["127.0.0.1"])
+    server, client = await connected_pair()
+    received: list[bytes] = []
+    try:
+        hooks.tap_rtp(client.getTransceivers()[0].receiver.transport,
+                      lambda data, arrival_ms: received.append(bytes(data)))
+        layers = [TrackRelay("video", lambda ssrc: None) for _ in range(2)]
+        for relay in layers:
+            relay.update_codecs({96: "video/vp8"})
+        reports: dict[str, list[tuple[int, int, int]]] = {"fast": [], "reference": []}
+        fast, reference, capture = pair_of_downtracks(layers, server.getTransceivers()[0].sender, "video/vp8",
+                                                      100, 0xCCCC, 90000, reports, layer=1)
+        assert type(fast.munger) is fastpath.Vp8Munger
+        for n in range(120):  # the high layer, then a switch down at the low layer's key frame
+            if n == 60:
+                fast.select_layer(0)
+                reference.select_layer(0)
+            layers[1].forward(rtp(96, 100 + n, 3000 * n, 0x7, vp8_payload(n == 0, n, 20000 + n), True, True))
+            layers[0].forward(rtp(96, 900 + n, 3000 * n, 0x8, vp8_payload(n == 70, n, 300 + n), True, False))
+        assert len(capture.packets) == 71 + 50  # the high layer up to the low one's key frame (n = 70), then low
+        deadline = time.monotonic() + 10
+        while len(received) < len(capture.packets):
+            assert time.monotonic() < deadline, len(received)
+            await asyncio.sleep(0.05)
+        # the switch's timestamp gap comes from the wall clock between the two downtracks' writes: compare
+        # timestamps as steps, everything else byte for byte
+        assert [p[:4] + p[8:] for p in received] == [p[:4] + p[8:] for p in capture.packets]
+        assert steps(received) == steps(capture.packets)
+        picture_ids = [(p[header_size(p) + 2] & 0x7F) << 8 | p[header_size(p) + 3] for p in received]
+        assert picture_ids == [(20000 + i) & 0x7FFF for i in range(121)], "picture ids continue across the switch"
+        # DownTrack.write took the two switches and the 11 high-layer packets while the switch was pending
+        assert fast.out.writer.packets == 2 + 11
+        assert fast.packets_sent == reference.packets_sent == 121
     finally:
         await client.close()
         await server.close()

@@ -77,6 +77,9 @@ async def test_forwarded_payloads_are_the_published_bytes_and_no_codec_runs_on_t
         assert video.frames > 0 and video.sizes == {(320, 180)}
         counts = http_json(f"{sfu_server.url}/debug/objects")
         assert counts["codecs"] == {}, f"codec objects in the server: {counts['codecs']}"
+        assert counts["gc_frozen"] > 10_000, "start-up objects are out of the collector's way (server.gc_freeze)"
+        if counts["fastpath"]["enabled"]:  # the C step forwarded these payloads (tests/integration/test_fastpath.py)
+            assert counts["fastpath"]["served_in_c"] > 150, counts["fastpath"]
     finally:
         await subscriber.close()
         await publisher.close()

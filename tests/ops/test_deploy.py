@@ -42,8 +42,15 @@ def test_dockerfile_parses_and_runs_the_server_as_a_non_root_user() -> None:
     assert entrypoint == ["sfu", "serve"]
     for keyword in ("CMD", "HEALTHCHECK"):
         assert any(k == keyword for k, _ in instructions), keyword
-    for source in (rest.split()[0] for keyword, rest in instructions if keyword == "COPY"):
-        assert (DEPLOY.parent / source).exists(), f"COPY source {source} exists"
+    for keyword, rest in instructions:
+        if keyword != "COPY" or rest.startswith("--from="):  # a multi-stage copy names the build stage's files
+            continue
+        for source in rest.split()[:-1]:
+            assert (DEPLOY.parent / source).exists(), f"COPY source {source} exists"
+    # the image is built in two stages: the C forwarding step is compiled in the first
+    stages = [rest for keyword, rest in instructions if keyword == "FROM"]
+    assert len(stages) == 2 and stages[0].endswith("AS build"), stages
+    assert any(keyword == "COPY" and rest.startswith("--from=build") for keyword, rest in instructions)
 
 
 def test_image_configuration_is_valid() -> None:
