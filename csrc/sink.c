@@ -14,6 +14,8 @@
 
 int fp_sink_ready(fp_sink_t *sink)
 {
+    if (sink->dtls == NULL || sink->nominated == NULL || sink->queued == NULL || sink->fallback == NULL)
+        return 0; /* cleared by the collector (or never initialised) */
     PyObject *state = PyObject_GetAttr(sink->dtls, fp_names.state);
     if (state == NULL)
         return -1;
@@ -34,6 +36,8 @@ int fp_sink_ready(fp_sink_t *sink)
 
 int fp_sink_queue_empty(fp_sink_t *sink)
 {
+    if (sink->queued == NULL)
+        return 0;
     PyObject *queued = PyObject_CallNoArgs(sink->queued);
     if (queued == NULL)
         return -1;
@@ -46,6 +50,10 @@ int fp_sink_queue_empty(fp_sink_t *sink)
 
 static int send_queued(fp_sink_t *sink, const uint8_t *buf, int len)
 {
+    if (sink->fallback == NULL || sink->addr == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "sink cleared");
+        return -1;
+    }
     PyObject *data = PyBytes_FromStringAndSize((const char *)buf, len);
     if (data == NULL)
         return -1;
@@ -60,7 +68,8 @@ static int send_queued(fp_sink_t *sink, const uint8_t *buf, int len)
 
 int fp_sink_transmit(fp_sink_t *sink, uint8_t *buf, int len, int queue_empty)
 {
-    if (len + FP_SRTP_MAX_TRAILER > FP_BUFFER_BYTES || fp_config.protect == NULL) {
+    /* the session reference keeps `srtp` alive; without it (a cleared sink) the pointer may dangle */
+    if (len + FP_SRTP_MAX_TRAILER > FP_BUFFER_BYTES || fp_config.protect == NULL || sink->session == NULL) {
         sink->errors++;
         return 0;
     }
@@ -145,7 +154,21 @@ static int sink_init(fp_sink_t *sink, PyObject *args, PyObject *kwargs)
     return 0;
 }
 
-static void sink_dealloc(fp_sink_t *sink)
+/* The sink holds the DTLS transport, which (through aiortc and the receive tap) leads back to the
+ * participant that holds this sink: the collector must see these references to free such cycles. */
+static int sink_traverse(fp_sink_t *sink, visitproc visit, void *arg)
+{
+    Py_VISIT(sink->dtls);
+    Py_VISIT(sink->nominated);
+    Py_VISIT(sink->pair);
+    Py_VISIT(sink->session);
+    Py_VISIT(sink->addr);
+    Py_VISIT(sink->queued);
+    Py_VISIT(sink->fallback);
+    return 0;
+}
+
+static int sink_clear(fp_sink_t *sink)
 {
     Py_CLEAR(sink->dtls);
     Py_CLEAR(sink->nominated);
@@ -154,6 +177,13 @@ static void sink_dealloc(fp_sink_t *sink)
     Py_CLEAR(sink->addr);
     Py_CLEAR(sink->queued);
     Py_CLEAR(sink->fallback);
+    return 0;
+}
+
+static void sink_dealloc(fp_sink_t *sink)
+{
+    PyObject_GC_UnTrack(sink);
+    sink_clear(sink);
     Py_TYPE(sink)->tp_free((PyObject *)sink);
 }
 
@@ -206,10 +236,12 @@ PyTypeObject fp_sink_type = {
     .tp_name = "sfu._fastpath.Sink",
     .tp_doc = "Direct SRTP protect + sendto on one subscriber's nominated ICE pair",
     .tp_basicsize = sizeof(fp_sink_t),
-    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
     .tp_new = PyType_GenericNew,
     .tp_init = (initproc)sink_init,
     .tp_dealloc = (destructor)sink_dealloc,
+    .tp_traverse = (traverseproc)sink_traverse,
+    .tp_clear = (inquiry)sink_clear,
     .tp_methods = sink_methods,
     .tp_getset = sink_getset,
 };
