@@ -125,7 +125,6 @@ extern int fp_latency_on;
 void fp_latency_record(void);
 PyObject *fp_note_arrival(PyObject *module, PyObject *arg);
 PyObject *fp_delay_histogram(PyObject *module, PyObject *unused);
-PyObject *fp_latency_enable(PyObject *module, PyObject *arg);
 
 /* module.c */
 int fp_add_to_attr(PyObject *obj, PyObject *name, long long delta);

@@ -2,7 +2,8 @@
  * kernel's receive timestamp of a publisher's datagram (SIOCGSTAMPNS, read by the receive tap right
  * after the datagram was read) to the return of sendto for each subscriber's copy. That is what the
  * server adds (socket queue while the loop was busy, SRTP, routing, the fan-out up to that copy),
- * without the load generator's own scheduling. A histogram of 10 us bins up to 100 ms. */
+ * without the load generator's own scheduling. A histogram of 10 us bins up to 100 ms; on with
+ * profile(True) (module.c). */
 #include "fastpath.h"
 
 #include <linux/sockios.h>
@@ -55,14 +56,4 @@ PyObject *fp_delay_histogram(PyObject *module, PyObject *unused)
         PyList_SET_ITEM(counts, i, count);
     }
     return Py_BuildValue("{sLsN}", "bin_ns", BIN_NS, "counts", counts);
-}
-
-PyObject *fp_latency_enable(PyObject *module, PyObject *arg)
-{
-    int on = PyObject_IsTrue(arg);
-    if (on < 0)
-        return NULL;
-    fp_latency_on = on;
-    arrival_ns = 0;
-    Py_RETURN_NONE;
 }

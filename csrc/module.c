@@ -316,7 +316,7 @@ static PyObject *profile(PyObject *module, PyObject *arg)
     int on = PyObject_IsTrue(arg);
     if (on < 0)
         return NULL;
-    profiling = on;
+    profiling = fp_latency_on = on;
     Py_RETURN_NONE;
 }
 
@@ -342,8 +342,7 @@ static PyMethodDef module_methods[] = {
      "{'served_in_c': packets sent by the C step, 'handed_to_python': downtrack writes given to DownTrack.write}"},
     {"note_arrival", fp_note_arrival, METH_O, "note_arrival(fd): the datagram just read on fd is forwarded next"},
     {"delay_histogram", fp_delay_histogram, METH_NOARGS, "{'bin_ns': width, 'counts': [...]}: forwarding delays"},
-    {"latency", fp_latency_enable, METH_O, "latency(on): record forwarding delays (a system call per datagram)"},
-    {"profile", profile, METH_O, "profile(on): count the thread CPU time of every fanout() in stats()"},
+    {"profile", profile, METH_O, "profile(on): count the thread CPU time of every fanout() in stats() and record forwarding delays"},
     {"configure", configure, METH_VARARGS,
      "configure(dtls_connected_state, srtp_protect_address, counters, downtrack_type): once, before fanout"},
     {NULL},

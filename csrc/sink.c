@@ -1,6 +1,6 @@
 /* Sink: SRTP-protect and send on one subscriber's nominated ICE pair, in C.
  *
- * Made by sfu.rtc.hooks.RtpWriter for a pair on a plain UDP socket; valid while the DTLS transport
+ * Made by sfu.rtc.writer.RtpWriter for a pair on a plain UDP socket; valid while the DTLS transport
  * is connected on that same pair and SRTP session (checked by identity before every packet, as
  * RtpWriter does). The datagram goes straight to the socket with sendto(2) when the transport's
  * user-space queue is empty; otherwise, or when the kernel refuses it (EAGAIN), it goes through
@@ -187,13 +187,16 @@ static void sink_dealloc(fp_sink_t *sink)
     Py_TYPE(sink)->tp_free((PyObject *)sink);
 }
 
-static PyObject *sink_send(fp_sink_t *sink, PyObject *arg)
+static PyObject *sink_send(fp_sink_t *sink, PyObject *const *args, Py_ssize_t nargs)
 {
     /* For RtpWriter.write (packets that do not take the fan-out loop: NACK resends, simulcast
-     * switches): the caller checked the transport; the queue is looked at here. */
+     * switches): it checked the transport and read the queue, and says whether the queue is empty. */
     Py_buffer view;
     uint8_t buf[FP_BUFFER_BYTES];
-    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+    if (nargs != 2)
+        return PyErr_Format(PyExc_TypeError, "send(packet, queue_empty) takes 2 arguments (%zd given)", nargs);
+    int empty = PyObject_IsTrue(args[1]);
+    if (empty < 0 || PyObject_GetBuffer(args[0], &view, PyBUF_SIMPLE) < 0)
         return NULL;
     if (view.len + FP_SRTP_MAX_TRAILER > FP_BUFFER_BYTES) {
         PyBuffer_Release(&view);
@@ -203,9 +206,6 @@ static PyObject *sink_send(fp_sink_t *sink, PyObject *arg)
     int len = (int)view.len;
     memcpy(buf, view.buf, (size_t)len);
     PyBuffer_Release(&view);
-    int empty = fp_sink_queue_empty(sink);
-    if (empty < 0)
-        return NULL;
     return PyBool_FromLong(fp_sink_transmit(sink, buf, len, empty));
 }
 
@@ -215,19 +215,14 @@ static PyObject *sink_stats(fp_sink_t *sink, void *closure)
                          sink->queued_sends, "errors", sink->errors);
 }
 
-static PyObject *sink_pair(fp_sink_t *sink, void *closure)
-{
-    return Py_NewRef(sink->pair ? sink->pair : Py_None);
-}
-
 static PyMethodDef sink_methods[] = {
-    {"send", (PyCFunction)sink_send, METH_O, "send(packet) -> bool: protect and send (or queue) one RTP packet"},
+    {"send", (PyCFunction)(void (*)(void))sink_send, METH_FASTCALL,
+     "send(packet, queue_empty) -> bool: protect and send (queue behind a non-empty queue) one RTP packet"},
     {NULL},
 };
 
 static PyGetSetDef sink_getset[] = {
     {"stats", (getter)sink_stats, NULL, "packets, bytes (after SRTP), queued_sends, errors", NULL},
-    {"pair", (getter)sink_pair, NULL, "the nominated pair this sink sends on", NULL},
     {NULL},
 };
 

@@ -1,11 +1,11 @@
-"""Per-connection hooks into aiortc internals: RTP tap-in before aiortc's receiver, direct SRTP
-write-out, RTCP taps on senders, sender-report bookkeeping. Process-wide ones (and the start-up
-check that the private attributes both rely on still exist) are in `sfu.rtc.process_hooks`.
+"""Per-connection hooks into aiortc internals: RTP tap-in before aiortc's receiver, RTCP taps on
+senders, sender-report bookkeeping. The send side (direct SRTP write-out) is `sfu.rtc.writer`;
+process-wide hooks (and the start-up check that the private attributes these rely on still exist)
+are in `sfu.rtc.process_hooks`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +18,7 @@ from aiortc.rtcdtlstransport import State as DtlsState
 
 from sfu.media import fastpath
 from sfu.media.counters import COUNTERS
+from sfu.rtc.writer import SRTP_FFI, SRTP_OK, SRTP_UNPROTECT
 
 log = logging.getLogger(__name__)
 
@@ -27,27 +28,10 @@ RtcpTap = Callable[[Any], Awaitable[None]]
 _CONNECTED = DtlsState.CONNECTED
 _NTP_EPOCH_OFFSET_S = 2208988800  # 1900-01-01 → 1970-01-01 (RFC 5905)
 _NTP_EPOCH_OFFSET_MS = _NTP_EPOCH_OFFSET_S * 1000
-# A subscriber's media is dropped while this much waits in its transport's user-space send queue.
-# asyncio and uvloop queue every datagram the kernel refuses (EAGAIN: the socket's send buffer, ~200 kB
-# with overhead, already waits in a full qdisc) without limit, so a link narrower than the stream would
-# grow the server's memory and that subscriber's delay for as long as it stays (measured behind a deep
-# tc queue: tests/network/test_slow_subscriber.py). 64 kB (uvloop's pause threshold) is ~1 s of a
-# 500 kb/s stream on top of the kernel's queue; a healthy link never gets near it.
-SEND_QUEUE_LIMIT_BYTES = 64 * 1024
 # Distinct SRTCP sender SSRCs accepted per connection. An aiortc peer sends RTCP from one SSRC per
 # receiver and per sender (up to 256 subscriptions + 8 tracks by default), browsers from a handful.
 MAX_RTCP_SSRCS = 1024
 
-try:  # pylibsrtp's cffi binding: lets RtpWriter protect in the session's buffer without its wrapper
-    from pylibsrtp._binding import ffi as _srtp_ffi
-    from pylibsrtp._binding import lib as _srtp_lib
-
-    _srtp_protect = _srtp_lib.srtp_protect
-    _srtp_unprotect = _srtp_lib.srtp_unprotect
-    _SRTP_OK = _srtp_lib.srtp_err_status_ok
-except (ImportError, AttributeError):  # pragma: no cover - another pylibsrtp: the public API is used
-    _srtp_ffi = _srtp_protect = _srtp_unprotect = None
-    _SRTP_OK = 0
 
 def tap_rtp(dtls: RTCDtlsTransport, on_rtp: RtpTap) -> bool:
     """Route every decrypted RTP packet of this transport to `on_rtp(data, arrival_time_ms)`
@@ -169,12 +153,12 @@ class SrtpTap:
         its per-call allocation and checks); the public API if pylibsrtp's internals differ."""
         session = self._session = self.dtls._rx_srtp
         try:
-            if _srtp_unprotect is None or _srtp_ffi is None:
+            if SRTP_UNPROTECT is None or SRTP_FFI is None:
                 raise AttributeError("no pylibsrtp binding")
             srtp, cdata, buffer = session._srtp[0], session._cdata, session._buffer
             limit = len(cdata)
-            length = _srtp_ffi.new("int *")
-            srtp_unprotect = _srtp_unprotect
+            length = SRTP_FFI.new("int *")
+            srtp_unprotect = SRTP_UNPROTECT
 
             def unprotect(data: bytes) -> bytes | None:
                 size = len(data)
@@ -182,7 +166,7 @@ class SrtpTap:
                     return None
                 buffer[0:size] = data
                 length[0] = size
-                if srtp_unprotect(srtp, cdata, length) != _SRTP_OK:
+                if srtp_unprotect(srtp, cdata, length) != SRTP_OK:
                     return None
                 return bytes(buffer[0:length[0]])
 
@@ -196,165 +180,6 @@ class SrtpTap:
 
         self._unprotect = unprotect
         return unprotect
-
-
-class RtpWriter:
-    """SRTP-protects and sends RTP/RTCP on a DTLS transport, synchronously.
-
-    aiortc's `_send_rtp` is a chain of four coroutines per packet; on the forwarding path we protect
-    and `sendto` directly on the nominated ICE pair's socket (one C call each). What `write` needs
-    (the nominated pair's `sendto` and address, the SRTP session's C buffer) is looked up once and
-    checked by identity per packet: the pair (aioice replaces it, never mutates it) and the session.
-
-    Bounded per subscriber: while the transport's send queue holds SEND_QUEUE_LIMIT_BYTES, packets are
-    dropped here (`drops`), for this subscriber alone; its NACKs ask for them again once it drains."""
-
-    __slots__ = ("dtls", "packets", "bytes", "errors", "drops", "sink", "_nominated", "_pair", "_session", "_send",
-                 "_queued", "_addr", "_srtp", "_cdata", "_buffer", "_limit", "_length")
-
-    def __init__(self, dtls: RTCDtlsTransport) -> None:
-        self.dtls = dtls
-        self.packets = 0
-        self.bytes = 0
-        self.errors = 0
-        self.drops = 0
-        # the C protect + sendto for the bound pair (sfu.media.fastpath), None without it or for TURN;
-        # the fan-out sends through it directly and counts there (`sink.stats`), not in packets/bytes
-        self.sink: Any = None
-        self._nominated: dict[int, Any] | None = None  # aioice Connection._nominated (never rebound)
-        self._pair: Any = None
-        self._session: Any = None  # the pylibsrtp.Session `_srtp`/`_cdata`/`_buffer` belong to
-        self._send: Callable[[Any, Any], Any] | None = None
-        self._queued: Callable[[], int] = _nothing_queued  # bytes waiting in the transport's send queue
-        self._addr: Any = None
-        self._srtp: Any = None
-        self._cdata: Any = None
-        self._buffer: Any = None
-        self._limit = 0
-        self._length: Any = None
-
-    @property
-    def connected(self) -> bool:
-        dtls = self.dtls
-        return dtls._state is DtlsState.CONNECTED and 1 in dtls.transport._connection._nominated
-
-    def _bind(self) -> bool:
-        """(Re)read the nominated pair and the SRTP session; False if there is nothing to send on."""
-        dtls = self.dtls
-        nominated = self._nominated
-        if nominated is None:
-            nominated = self._nominated = dtls.transport._connection._nominated
-        pair = nominated.get(1)
-        session = dtls._tx_srtp
-        if pair is None or session is None:
-            return False
-        protocol = pair.protocol
-        self.sink = None
-        if type(protocol) is StunProtocol:
-            self._send = protocol.transport.sendto
-            self.sink = _make_sink(dtls, nominated, pair, session, protocol.transport)
-            # asyncio's and uvloop's datagram transports have it (typeshed lists it on WriteTransport only)
-            self._queued = getattr(protocol.transport, "get_write_buffer_size", _nothing_queued)
-        else:  # a TURN-relayed pair: its send_data wraps the datagram, so go through it (not bounded)
-            send_data = protocol.send_data
-            self._send = lambda data, addr: asyncio.ensure_future(send_data(data, addr))
-            self._queued = _nothing_queued
-        self._addr = pair.remote_addr
-        self._pair = pair
-        self._session = session
-        self._srtp = None
-        if _srtp_protect is not None and _srtp_ffi is not None:
-            try:  # pylibsrtp internals: protect in place in the session's own buffer (as it does)
-                self._srtp = session._srtp[0]
-                self._cdata = session._cdata
-                self._buffer = session._buffer
-                self._limit = len(session._cdata) - pylibsrtp.SRTP_MAX_TRAILER_LEN
-                self._length = _srtp_ffi.new("int *")
-            except (AttributeError, TypeError):  # pragma: no cover - another pylibsrtp
-                self._srtp = None
-        return True
-
-    def write(self, data: bytes | bytearray) -> bool:
-        dtls = self.dtls
-        if dtls._state is not _CONNECTED:
-            return False
-        nominated = self._nominated
-        if nominated is None or nominated.get(1) is not self._pair or dtls._tx_srtp is not self._session:
-            if not self._bind():
-                return False
-        if self._queued() >= SEND_QUEUE_LIMIT_BYTES:  # before SRTP: a dropped packet costs nothing more
-            self.drops += 1
-            COUNTERS.send_queue_drops += 1
-            return False
-        sink = self.sink
-        if sink is not None:
-            if sink.send(data):
-                self.packets += 1
-                self.bytes += len(data)
-                return True
-            self.errors += 1
-            return False
-        srtp = self._srtp
-        if srtp is not None:
-            size = len(data)
-            if size > self._limit:
-                self.errors += 1
-                return False
-            buffer = self._buffer
-            buffer[0:size] = data
-            length = self._length
-            length[0] = size
-            if _srtp_protect(srtp, self._cdata, length) != _SRTP_OK:  # malformed: never raise into the relay
-                self.errors += 1
-                return False
-            protected = buffer[0:length[0]]
-        else:
-            try:
-                protected = self._session.protect(bytes(data))
-            except Exception:  # pylibsrtp.Error: malformed packet; never raise into the relay
-                self.errors += 1
-                return False
-        self._send(protected, self._addr)  # type: ignore[misc]
-        self.packets += 1
-        self.bytes += len(protected)
-        return True
-
-    def write_rtcp(self, data: bytes) -> bool:
-        dtls = self.dtls
-        if dtls._state is not DtlsState.CONNECTED:
-            return False
-        pair = dtls.transport._connection._nominated.get(1)
-        if pair is None:
-            return False
-        try:
-            protected = dtls._tx_srtp.protect_rtcp(data)
-        except Exception:
-            self.errors += 1
-            return False
-        asyncio.ensure_future(pair.protocol.send_data(protected, pair.remote_addr))
-        return True
-
-
-def _nothing_queued() -> int:
-    return 0
-
-
-def _make_sink(dtls: RTCDtlsTransport, nominated: dict[int, Any], pair: Any, session: Any, transport: Any) -> Any:
-    """The C sink for this pair (sfu.media.fastpath.Sink), or None if the C step is off or the socket,
-    address or SRTP session cannot be read (then RtpWriter protects and sends in Python)."""
-    if fastpath.Sink is None:
-        return None
-    sock = transport.get_extra_info("socket")
-    srtp = fastpath.srtp_address(session)
-    queued = getattr(transport, "get_write_buffer_size", None)
-    if sock is None or not srtp or queued is None:
-        return None
-    try:
-        return fastpath.Sink(dtls=dtls, nominated=nominated, pair=pair, session=session, srtp=srtp,
-                             fd=sock.fileno(), addr=pair.remote_addr, queued=queued, fallback=transport.sendto)
-    except (ValueError, TypeError, OSError) as exc:
-        log.debug("no C sink for %s: %s", pair.remote_addr, exc)
-        return None
 
 
 def tap_sender_rtcp(sender: RTCRtpSender, on_rtcp: RtcpTap) -> None:

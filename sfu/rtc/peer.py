@@ -36,6 +36,7 @@ from sfu.media.rtp_header import find_extension
 from sfu.rtc import hooks, sdp
 from sfu.rtc.feedback import on_subscriber_rtcp
 from sfu.rtc.sdp import ROUTING_URIS, URI_MID, ExtmapIds, MediaSection, SdpError
+from sfu.rtc.writer import RtpWriter
 
 log = logging.getLogger(__name__)
 
@@ -204,7 +205,7 @@ class PeerSession:
             if slot is None:
                 transceiver = self.pc.addTransceiver(PlaceholderTrack(kind), direction="sendonly")
                 sender = transceiver.sender
-                writer = hooks.RtpWriter(sender.transport)
+                writer = RtpWriter(sender.transport)
                 out = OutStream(sender._ssrc, sender._rtx_ssrc, writer,
                                 functools.partial(hooks.feed_sender_report, sender))
                 slot = Slot(transceiver, out)
@@ -335,7 +336,7 @@ class PeerSession:
             section = sdp.section_by_mid(answer_sdp, mid)
             if section is None or section.rejected or section.direction not in ("recvonly", "sendrecv"):
                 continue
-            slot.out.writer = hooks.RtpWriter(slot.transceiver.sender.transport)
+            slot.out.writer = RtpWriter(slot.transceiver.sender.transport)
             pt_by_mime: dict[str, int] = {}
             rtx_pt: int | None = None
             for pt, codec in section.codecs.items():

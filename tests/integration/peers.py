@@ -9,6 +9,7 @@ import hashlib
 import json
 import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -191,3 +192,24 @@ def tap_received_payloads(transceiver: RTCRtpTransceiver, into: list[str]) -> No
         await original(packet, arrival_time_ms)
 
     receiver._handle_rtp_packet = handle
+
+
+def on_video_packets(me: Participant, seen: Callable[[RtpPacket], None]) -> None:
+    """Call `seen` with every RTP packet that reaches each of `me`'s video receivers, before the
+    jitter buffer (the participant's own on_track handler still runs)."""
+    previous = me.client.on_track
+
+    def on_track(track_id: str, info: dict[str, Any], track: Any, transceiver: Any) -> None:
+        if track.kind == "video":
+            receiver = transceiver.receiver
+            original = receiver._handle_rtp_packet
+
+            async def handle(packet: RtpPacket, arrival_time_ms: int) -> None:
+                seen(packet)
+                await original(packet, arrival_time_ms)
+
+            receiver._handle_rtp_packet = handle
+        if previous is not None:
+            previous(track_id, info, track, transceiver)
+
+    me.client.on_track = on_track

@@ -26,6 +26,7 @@ from sfu.media.rtp_header import header_size
 from sfu.media.sequencer import Sequencer as PySequencer
 from sfu.rtc import hooks
 from sfu.rtc.peer import PlaceholderTrack
+from sfu.rtc.writer import RtpWriter
 
 needs_c = pytest.mark.skipif(not fastpath.ENABLED, reason=f"C step off: {fastpath.UNAVAILABLE_REASON}")
 
@@ -89,7 +90,7 @@ async def connected_pair() -> tuple[RTCPeerConnection, RTCPeerConnection]:
 def pair_of_downtracks(relay: TrackRelay | list[TrackRelay], sender: Any, mime: str, out_pt: int, ssrc: int,
                        clock: int, reports: dict[str, list[tuple[int, int, int]]],
                        layer: int = 0) -> tuple[DownTrack, DownTrack, Capture]:
-    fast_out = OutStream(ssrc, None, hooks.RtpWriter(sender.transport),
+    fast_out = OutStream(ssrc, None, RtpWriter(sender.transport),
                          lambda *args: reports["fast"].append(args))
     reference = Capture()
     ref_out = OutStream(ssrc, None, reference, lambda *args: reports["reference"].append(args))

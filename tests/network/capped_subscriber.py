@@ -9,30 +9,20 @@ import asyncio
 import json
 import sys
 import time
+from typing import Any
 
 from sfu.media.keyframe import is_vp8_keyframe
-from tests.integration.peers import Participant
+from tests.integration.peers import Participant, on_video_packets
 
 
 def count_packets(me: Participant, counts: dict[str, int]) -> None:
     """Count the video packets and VP8 key-frame starts that reach the receiver (diagnostics)."""
-    previous = me.client.on_track
 
-    def on_track(track_id, info, track, transceiver):  # type: ignore[no-untyped-def]
-        if track.kind == "video":
-            receiver = transceiver.receiver
-            original = receiver._handle_rtp_packet
+    def seen(packet: Any) -> None:
+        counts["packets"] += 1
+        counts["keyframes"] += is_vp8_keyframe(packet.payload)
 
-            async def handle(packet, arrival_time_ms):  # type: ignore[no-untyped-def]
-                counts["packets"] += 1
-                counts["keyframes"] += is_vp8_keyframe(packet.payload)
-                await original(packet, arrival_time_ms)
-
-            receiver._handle_rtp_packet = handle
-        if previous is not None:
-            previous(track_id, info, track, transceiver)
-
-    me.client.on_track = on_track
+    on_video_packets(me, seen)
 
 
 async def main(url: str, room: str, seconds: float) -> None:

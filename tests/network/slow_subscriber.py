@@ -14,36 +14,25 @@ import time
 import zlib
 from typing import Any
 
-from tests.integration.peers import Participant
+from tests.integration.peers import Participant, on_video_packets
 
 
 def count_packets(me: Participant, counts: dict[str, Any]) -> None:
     """Count the video packets reaching the receiver, before its jitter buffer: media and RTX
     (a retransmission answering one of its NACKs) apart."""
-    previous = me.client.on_track
+    media_pts: set[int] = set()
 
-    def on_track(track_id: str, info: dict[str, Any], track: Any, transceiver: Any) -> None:
-        if track.kind == "video":
-            receiver = transceiver.receiver
-            original = receiver._handle_rtp_packet
-            media_pts: set[int] = set()
+    def seen(packet: Any) -> None:
+        if not media_pts:  # the first packet of a new stream is media (RTX answers NACKs)
+            media_pts.add(packet.payload_type)
+        if packet.payload_type in media_pts:
+            counts["packets"] += 1
+            counts["newest"] = [zlib.crc32(packet.payload), time.monotonic()]
+        else:
+            counts["rtx_packets"] += 1
+        counts["bytes"] += len(packet.payload) + 12
 
-            async def handle(packet: Any, arrival_time_ms: int) -> None:
-                if not media_pts:  # the first packet of a new stream is media (RTX answers NACKs)
-                    media_pts.add(packet.payload_type)
-                if packet.payload_type in media_pts:
-                    counts["packets"] += 1
-                    counts["newest"] = [zlib.crc32(packet.payload), time.monotonic()]
-                else:
-                    counts["rtx_packets"] += 1
-                counts["bytes"] += len(packet.payload) + 12
-                await original(packet, arrival_time_ms)
-
-            receiver._handle_rtp_packet = handle
-        if previous is not None:
-            previous(track_id, info, track, transceiver)
-
-    me.client.on_track = on_track
+    on_video_packets(me, seen)
 
 
 async def main(url: str, room: str, seconds: float) -> None:

@@ -37,7 +37,7 @@ from av import VideoFrame
 
 from sfu.media.keyframe import is_vp8_keyframe
 from sfu.media.rtp_header import header_size
-from sfu.rtc.hooks import SEND_QUEUE_LIMIT_BYTES
+from sfu.rtc.writer import SEND_QUEUE_LIMIT_BYTES
 from tests.conftest import ServerProcess, start_server
 from tests.integration.peers import Participant, PatternVideo, wait_until
 from tests.network.netns import NamespaceProcess, run, veth_namespace
@@ -52,7 +52,7 @@ CAP_RATIO = 0.45  # the slow subscriber's link: this share of what the publisher
 SETTLE_S = 3.0  # RSS samples this long after the cap are the reference the rest is compared with
 # The server's RSS may grow by this much from the first SETTLE_S of the capped phase to its last third.
 # What may legitimately still grow then: the slow subscriber's bounded send queue (64 kB,
-# sfu.rtc.hooks.SEND_QUEUE_LIMIT_BYTES), the rest of its NACK cache (1024 packets of ~1.2 kB,
+# sfu.rtc.writer.SEND_QUEUE_LIMIT_BYTES), the rest of its NACK cache (1024 packets of ~1.2 kB,
 # sfu.media.downtrack.PACKET_CACHE_SIZE; mostly full before the cap: it fills in ~7 s at ~150 packets/s)
 # and allocator noise: 0.6-1.1 MB measured over ten runs. An unbounded send queue behind the deep cap
 # grows by the stream's excess over the cap plus per-datagram overhead: 3.4 MB in these 20 s (measured
